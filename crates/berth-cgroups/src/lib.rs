@@ -1,0 +1,2 @@
+//! berth-cgroups (under construction).
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! berth-content (under construction).
+#![forbid(unsafe_code)]

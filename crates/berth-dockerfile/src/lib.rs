@@ -1,0 +1,2 @@
+//! berth-dockerfile (under construction).
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! berth-image (under construction).
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! berth-registry (under construction).
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! berth-runtime (under construction).
+#![forbid(unsafe_code)]

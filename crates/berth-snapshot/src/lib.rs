@@ -1,0 +1,2 @@
+//! berth-snapshot (under construction).
+#![forbid(unsafe_code)]

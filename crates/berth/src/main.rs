@@ -1,0 +1,57 @@
+//! The `berth` binary: one executable for every role (see ARCHITECTURE.md).
+#![forbid(unsafe_code)]
+
+mod image_cmd;
+mod registry_cmd;
+mod runtime_cmd;
+
+use clap::{Parser, Subcommand};
+
+/// berth: a container engine.
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "berth: a container engine",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// OCI runtime with runc's command line (also reachable as `berth-runc`).
+    Runtime(runtime_cmd::RuntimeArgs),
+    /// Manage images in a local data root.
+    Image(image_cmd::ImageArgs),
+    /// OCI Distribution registry.
+    Registry(registry_cmd::RegistryArgs),
+}
+
+fn main() {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let prog = std::path::Path::new(&argv0)
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let code = if prog == "berth-runc" || prog == "runc" {
+        runtime_cmd::main_as_runc()
+    } else {
+        let cli = Cli::parse();
+        let res = match cli.command {
+            Command::Runtime(a) => runtime_cmd::run(a),
+            Command::Image(a) => image_cmd::run(a),
+            Command::Registry(a) => registry_cmd::run(a),
+        };
+        match res {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("berth: {e:#}");
+                1
+            }
+        }
+    };
+    std::process::exit(code);
+}
