@@ -11,10 +11,12 @@
 
 pub mod digest;
 pub mod error;
+pub mod mount;
 pub mod platform;
 pub mod reference;
 
 pub use digest::{Algorithm, Digest, Digester};
 pub use error::ErrorKind;
+pub use mount::Mount;
 pub use platform::Platform;
 pub use reference::Reference;

@@ -1,2 +1,4 @@
-//! berth-image (under construction).
+//! berth-image: OCI and Docker images on top of the content store and snapshotter.
 #![forbid(unsafe_code)]
+
+pub mod layer;

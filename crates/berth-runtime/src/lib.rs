@@ -1,2 +1,10 @@
-//! berth-runtime (under construction).
+//! berth-runtime: the OCI runtime spec (v1.2, Linux) turned into a running container.
+//!
+//! Synchronous code, no async runtime: everything here may fork or change namespaces.
 #![forbid(unsafe_code)]
+
+pub use oci_spec;
+
+pub mod hooks;
+pub mod rootfs;
+pub mod seccomp;

@@ -1,0 +1,1 @@
+//! Layer application and diff (under construction).
