@@ -1,0 +1,2 @@
+//! berth-metadata (under construction).
+#![forbid(unsafe_code)]
