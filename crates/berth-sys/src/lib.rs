@@ -3,3 +3,5 @@
 //! Every `unsafe` block carries a `// SAFETY:` comment (enforced by
 //! `clippy::undocumented_unsafe_blocks`). Each module wraps one family of syscalls behind a
 //! safe API that returns `std::io::Result`.
+
+pub mod seccomp;
