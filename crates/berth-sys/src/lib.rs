@@ -5,3 +5,7 @@
 //! safe API that returns `std::io::Result`.
 
 pub mod seccomp;
+
+pub mod fd;
+pub mod ns;
+pub mod process;
