@@ -1,0 +1,1 @@
+//! Layer applier integration tests.
