@@ -4,6 +4,8 @@
 //! `clippy::undocumented_unsafe_blocks`). Each module wraps one family of syscalls behind a
 //! safe API that returns `std::io::Result`.
 
+pub mod mount;
+
 pub mod seccomp;
 
 pub mod fd;
