@@ -1,2 +1,44 @@
-//! berth-cgroups (under construction).
+//! berth-cgroups: create, limit, freeze, measure and remove the cgroups of a container on
+//! cgroup v1, hybrid (v1 controllers plus a cgroup2 mount) and unified (v2) hosts.
+//!
+//! The layout is detected from `/proc/self/mountinfo` and the caller's cgroups from
+//! `/proc/self/cgroup`; nothing is hard-coded. A [`Manager`] holds, for one container, the
+//! directory of its cgroup in every mounted hierarchy ([`Hierarchy`]); it is serialisable and can
+//! also be rebuilt from `(cgroups_path, id)` by a later process.
+//!
+//! Resource settings are first turned into data ([`resources::plan`]: a list of file writes),
+//! then written, so the translation from the OCI spec is unit-tested without root.
 #![forbid(unsafe_code)]
+
+pub mod devices;
+mod error;
+mod manager;
+pub mod mountinfo;
+pub mod path;
+pub mod resources;
+pub mod stats;
+
+pub use error::CgroupError;
+pub use manager::{FreezerState, Hierarchy, Manager};
+pub use oci_spec;
+pub use stats::Stats;
+
+use serde::{Deserialize, Serialize};
+
+/// How the host mounts its cgroups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// Only v1 hierarchies (one per controller or comounted).
+    V1,
+    /// v1 controller hierarchies plus a cgroup2 mount (usually /sys/fs/cgroup/unified).
+    Hybrid,
+    /// Only the unified (cgroup2) hierarchy.
+    V2,
+}
+
+/// Detect the layout of this host from `/proc/self/mountinfo`.
+pub fn detect() -> Result<Layout, CgroupError> {
+    let mounts = manager::read_mounts()?;
+    mountinfo::layout_of(&mounts)
+}
