@@ -1,4 +1,20 @@
 //! berth-image: OCI and Docker images on top of the content store and snapshotter.
+//!
+//! - [`spec`]: manifests, indexes, configs, descriptors, media types (serde, validated).
+//! - [`select`]: choosing a platform's manifest from an index.
+//! - [`chain`]: chain ids of layer stacks (snapshot keys).
+//! - [`layer`]: the safe layer applier and diff.
 #![forbid(unsafe_code)]
 
+pub mod chain;
+pub mod changes;
+mod error;
 pub mod layer;
+pub mod select;
+pub mod spec;
+pub mod timefmt;
+
+pub use chain::{chain_id, chain_ids};
+pub use error::ImageError;
+pub use select::select_manifest;
+pub use spec::{Descriptor, ImageConfig, Index, Manifest, ManifestKind};
