@@ -7,19 +7,39 @@
 //!   program with `seccomp(SECCOMP_SET_MODE_FILTER)`; it allocates nothing.
 //!
 //! The init must hold `CAP_SYS_ADMIN` at load time or have set `no_new_privs` first, as the kernel
-//! requires. [`docker_default_profile`] builds Docker's default profile for given capabilities.
+//! requires (runc loads before dropping capabilities when `noNewPrivileges` is false).
+//!
+//! `SCMP_ACT_NOTIFY`: the init calls [`CompiledFilter::load_notify`], passes the returned fd to
+//! the parent (SCM_RIGHTS over its sync socket), and the parent calls [`send_notify_fd`], which
+//! connects to `listenerPath` and sends the OCI `containerProcessState` with the fd.
+//!
+//! [`docker_default_profile`] builds Docker's default profile for given capabilities, and
+//! [`parse_seccomp`] turns JSON into the spec type with errors that name the offending field.
 
-use std::os::fd::OwnedFd;
+mod docker;
+
+use std::io::{IoSlice, Read, Seek};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use berth_core::ErrorKind;
-use oci_spec::runtime::LinuxSeccomp;
+use berth_sys::seccomp as sys;
+use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
+    LinuxSeccompOperator,
+};
+
+pub use docker::docker_default_profile;
+
+/// JSON path prefix used in error messages.
+const FIELD: &str = "linux.seccomp";
 
 /// Errors building or loading a seccomp filter.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
     /// A field of the seccomp object is invalid; `field` is its JSON path.
-    #[error("invalid seccomp field {field}: {reason}")]
+    #[error("invalid {field}: {reason}")]
     Invalid {
         /// JSON path of the offending field, e.g. `linux.seccomp.syscalls[2].args[0].index`.
         field: String,
@@ -35,7 +55,7 @@ pub enum SeccompError {
     /// The kernel refused the filter.
     #[error("seccomp: load filter: {0}")]
     Load(#[source] std::io::Error),
-    /// Sending the notification fd to the listener failed.
+    /// Sending the notify fd to the listener failed.
     #[error("seccomp: send notify fd to listener {path}: {source}")]
     Listener {
         /// The listener socket path.
@@ -58,6 +78,10 @@ impl SeccompError {
             }
         }
     }
+
+    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        SeccompError::Invalid { field: field.into(), reason: reason.into() }
+    }
 }
 
 /// Where to send the user-notification fd when the filter uses `SCMP_ACT_NOTIFY`.
@@ -72,7 +96,7 @@ pub struct NotifyListener {
 /// A validated, compiled filter, ready to be loaded after fork.
 #[derive(Debug, Clone)]
 pub struct CompiledFilter {
-    program: Vec<berth_sys::seccomp::SockFilter>,
+    program: Vec<sys::SockFilter>,
     flags: u32,
     listener: Option<NotifyListener>,
 }
@@ -88,25 +112,31 @@ impl CompiledFilter {
                 "SCMP_ACT_NOTIFY needs the notify fd sent to the listener: use load_notify".into(),
             ));
         }
-        berth_sys::seccomp::set_mode_filter(&self.program, self.flags)
-            .map(|_| ())
-            .map_err(SeccompError::Load)
+        sys::set_mode_filter(&self.program, self.flags).map(|_| ()).map_err(SeccompError::Load)
     }
 
     /// Install the filter; when it uses `SCMP_ACT_NOTIFY`, return the notify fd, which the caller
-    /// passes to [`send_notify_fd`] (typically from the parent, since the listener path lives on
-    /// the host).
+    /// passes to [`send_notify_fd`] (from the parent: the listener path lives on the host).
     pub fn load_notify(&self) -> Result<Option<OwnedFd>, SeccompError> {
         let mut flags = self.flags;
         if self.listener.is_some() {
-            flags |= berth_sys::seccomp::FLAG_NEW_LISTENER;
+            flags |= sys::FLAG_NEW_LISTENER;
+            if flags & sys::FLAG_TSYNC != 0 {
+                // The kernel rejects TSYNC with NEW_LISTENER unless TSYNC_ESRCH is set.
+                flags |= sys::FLAG_TSYNC_ESRCH;
+            }
         }
-        berth_sys::seccomp::set_mode_filter(&self.program, flags).map_err(SeccompError::Load)
+        sys::set_mode_filter(&self.program, flags).map_err(SeccompError::Load)
     }
 
     /// The listener to send the notify fd to, if the filter uses `SCMP_ACT_NOTIFY`.
     pub fn listener(&self) -> Option<&NotifyListener> {
         self.listener.as_ref()
+    }
+
+    /// The `seccomp(2)` flags the filter is loaded with (`SECCOMP_FILTER_FLAG_*`).
+    pub fn flags(&self) -> u32 {
+        self.flags
     }
 
     /// Number of BPF instructions.
@@ -120,33 +150,409 @@ impl CompiledFilter {
     }
 }
 
-/// Validate `s` and compile it to BPF.
-///
-/// Unknown syscall names are skipped (as runc does); invalid actions, operators, argument
-/// indices, flags or a missing listener are errors naming the field.
-pub fn build_filter(s: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
-    let _ = s;
-    Err(SeccompError::Unsupported("under construction".into()))
+/// Parse a `linux.seccomp` JSON object, naming the offending field on error
+/// (`linux.seccomp.syscalls[3].action: unknown value "SCMP_ACT_FOO"`), which serde's own
+/// message does not.
+pub fn parse_seccomp(v: &serde_json::Value) -> Result<LinuxSeccomp, SeccompError> {
+    fn check<T: serde::de::DeserializeOwned>(
+        v: Option<&serde_json::Value>,
+        field: &str,
+    ) -> Result<(), SeccompError> {
+        match v {
+            None | Some(serde_json::Value::Null) => Ok(()),
+            Some(v) => serde_json::from_value::<T>(v.clone())
+                .map(|_| ())
+                .map_err(|_| SeccompError::invalid(field, format!("unknown or invalid value {v}"))),
+        }
+    }
+    let obj = v.as_object().ok_or_else(|| SeccompError::invalid(FIELD, "not a JSON object"))?;
+    if obj.get("defaultAction").is_none() {
+        return Err(SeccompError::invalid(format!("{FIELD}.defaultAction"), "missing"));
+    }
+    check::<LinuxSeccompAction>(obj.get("defaultAction"), &format!("{FIELD}.defaultAction"))?;
+    check::<u32>(obj.get("defaultErrnoRet"), &format!("{FIELD}.defaultErrnoRet"))?;
+    if let Some(arches) = obj.get("architectures").and_then(|a| a.as_array()) {
+        for (i, a) in arches.iter().enumerate() {
+            check::<Arch>(Some(a), &format!("{FIELD}.architectures[{i}]"))?;
+        }
+    }
+    if let Some(flags) = obj.get("flags").and_then(|a| a.as_array()) {
+        for (i, f) in flags.iter().enumerate() {
+            check::<LinuxSeccompFilterFlag>(Some(f), &format!("{FIELD}.flags[{i}]"))?;
+        }
+    }
+    if let Some(calls) = obj.get("syscalls").and_then(|a| a.as_array()) {
+        for (i, c) in calls.iter().enumerate() {
+            let f = format!("{FIELD}.syscalls[{i}]");
+            let c = c.as_object().ok_or_else(|| SeccompError::invalid(&f, "not a JSON object"))?;
+            if c.get("action").is_none() {
+                return Err(SeccompError::invalid(format!("{f}.action"), "missing"));
+            }
+            check::<LinuxSeccompAction>(c.get("action"), &format!("{f}.action"))?;
+            check::<Vec<String>>(c.get("names"), &format!("{f}.names"))?;
+            check::<u32>(c.get("errnoRet"), &format!("{f}.errnoRet"))?;
+            if let Some(args) = c.get("args").and_then(|a| a.as_array()) {
+                for (j, a) in args.iter().enumerate() {
+                    let af = format!("{f}.args[{j}]");
+                    check::<LinuxSeccompOperator>(a.get("op"), &format!("{af}.op"))?;
+                    check::<usize>(a.get("index"), &format!("{af}.index"))?;
+                    check::<u64>(a.get("value"), &format!("{af}.value"))?;
+                    check::<u64>(a.get("valueTwo"), &format!("{af}.valueTwo"))?;
+                }
+            }
+        }
+    }
+    serde_json::from_value(v.clone()).map_err(|e| SeccompError::invalid(FIELD, e.to_string()))
 }
 
-/// Send the notify fd to the agent listening on `listener.path`, with the OCI
-/// `containerProcessState` JSON (`state` is the container's state JSON, `pid` the init's pid).
-pub fn send_notify_fd(
-    listener: &NotifyListener,
-    notify_fd: std::os::fd::BorrowedFd<'_>,
-    pid: i32,
-    state_json: &[u8],
-) -> Result<(), SeccompError> {
-    let _ = (notify_fd, pid, state_json);
-    Err(SeccompError::Listener {
-        path: listener.path.clone(),
-        source: std::io::Error::from(std::io::ErrorKind::Unsupported),
+/// A validated rule, the data form of what goes into libseccomp (unit-testable without root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    name: String,
+    action: ScmpAction,
+    /// Conditions ANDed together in one libseccomp rule.
+    conditions: Vec<ScmpArgCompare>,
+}
+
+/// Translate an OCI action (+ errnoRet) into libseccomp's, validating errnoRet.
+fn action(a: LinuxSeccompAction, errno: Option<u32>, field: &str) -> Result<ScmpAction, SeccompError> {
+    let errno16 = |default: u16| -> Result<u16, SeccompError> {
+        match errno {
+            None => Ok(default),
+            Some(e) => u16::try_from(e)
+                .map_err(|_| SeccompError::invalid(field, format!("errno {e} does not fit 16 bits"))),
+        }
+    };
+    let only_errno_trace = || -> Result<(), SeccompError> {
+        match errno {
+            Some(_) => Err(SeccompError::invalid(
+                field,
+                format!("errnoRet is only valid with SCMP_ACT_ERRNO and SCMP_ACT_TRACE, not {a}"),
+            )),
+            None => Ok(()),
+        }
+    };
+    Ok(match a {
+        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(i32::from(errno16(libc::EPERM as u16)?)),
+        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno16(libc::EPERM as u16)?),
+        other => {
+            only_errno_trace()?;
+            match other {
+                LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+                    ScmpAction::KillThread
+                }
+                LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
+                LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
+                LinuxSeccompAction::ScmpActNotify => ScmpAction::Notify,
+                LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
+                _ => ScmpAction::Allow,
+            }
+        }
     })
 }
 
-/// Docker's default seccomp profile for a process holding `caps` (names like `CAP_SYS_ADMIN`),
-/// resolved for the host's architecture.
-pub fn docker_default_profile(caps: &[String]) -> LinuxSeccomp {
-    let _ = caps;
-    LinuxSeccomp::default()
+fn arch(a: Arch) -> Option<ScmpArch> {
+    Some(match a {
+        Arch::ScmpArchNative => ScmpArch::Native,
+        Arch::ScmpArchX86 => ScmpArch::X86,
+        Arch::ScmpArchX86_64 => ScmpArch::X8664,
+        Arch::ScmpArchX32 => ScmpArch::X32,
+        Arch::ScmpArchArm => ScmpArch::Arm,
+        Arch::ScmpArchAarch64 => ScmpArch::Aarch64,
+        Arch::ScmpArchMips => ScmpArch::Mips,
+        Arch::ScmpArchMips64 => ScmpArch::Mips64,
+        Arch::ScmpArchMips64n32 => ScmpArch::Mips64N32,
+        Arch::ScmpArchMipsel => ScmpArch::Mipsel,
+        Arch::ScmpArchMipsel64 => ScmpArch::Mipsel64,
+        Arch::ScmpArchMipsel64n32 => ScmpArch::Mipsel64N32,
+        Arch::ScmpArchPpc => ScmpArch::Ppc,
+        Arch::ScmpArchPpc64 => ScmpArch::Ppc64,
+        Arch::ScmpArchPpc64le => ScmpArch::Ppc64Le,
+        Arch::ScmpArchS390 => ScmpArch::S390,
+        Arch::ScmpArchS390x => ScmpArch::S390X,
+        Arch::ScmpArchParisc => ScmpArch::Parisc,
+        Arch::ScmpArchParisc64 => ScmpArch::Parisc64,
+        Arch::ScmpArchRiscv64 => ScmpArch::Riscv64,
+        Arch::ScmpArchLoongarch64 => ScmpArch::Loongarch64,
+        Arch::ScmpArchM68k => ScmpArch::M68k,
+        Arch::ScmpArchSh => ScmpArch::Sh,
+        Arch::ScmpArchSheb => ScmpArch::Sheb,
+    })
+}
+
+fn condition(a: &LinuxSeccompArg, field: &str) -> Result<ScmpArgCompare, SeccompError> {
+    let index = u32::try_from(a.index())
+        .ok()
+        .filter(|i| *i < 6)
+        .ok_or_else(|| {
+            SeccompError::invalid(format!("{field}.index"), format!("{} is not in 0..=5", a.index()))
+        })?;
+    let (op, datum) = match a.op() {
+        LinuxSeccompOperator::ScmpCmpNe => (ScmpCompareOp::NotEqual, a.value()),
+        LinuxSeccompOperator::ScmpCmpLt => (ScmpCompareOp::Less, a.value()),
+        LinuxSeccompOperator::ScmpCmpLe => (ScmpCompareOp::LessOrEqual, a.value()),
+        LinuxSeccompOperator::ScmpCmpEq => (ScmpCompareOp::Equal, a.value()),
+        LinuxSeccompOperator::ScmpCmpGe => (ScmpCompareOp::GreaterEqual, a.value()),
+        LinuxSeccompOperator::ScmpCmpGt => (ScmpCompareOp::Greater, a.value()),
+        // MASKED_EQ: (arg & value) == valueTwo.
+        LinuxSeccompOperator::ScmpCmpMaskedEq => {
+            (ScmpCompareOp::MaskedEqual(a.value()), a.value_two().unwrap_or(0))
+        }
+    };
+    Ok(ScmpArgCompare::new(index, op, datum))
+}
+
+/// Validate the syscalls and produce rules. Rules whose action equals the default are dropped;
+/// several conditions on the same argument index become one rule each (libseccomp cannot AND
+/// two comparisons of the same argument, so they are ORed, as runc does).
+fn rules(s: &LinuxSeccomp, default: ScmpAction) -> Result<Vec<Rule>, SeccompError> {
+    let mut out = Vec::new();
+    for (i, call) in s.syscalls().as_deref().unwrap_or_default().iter().enumerate() {
+        let f = format!("{FIELD}.syscalls[{i}]");
+        let act = action(call.action(), call.errno_ret(), &format!("{f}.errnoRet"))?;
+        if call.names().is_empty() {
+            return Err(SeccompError::invalid(format!("{f}.names"), "empty"));
+        }
+        if let Some(j) = call.names().iter().position(|n| n.is_empty()) {
+            return Err(SeccompError::invalid(format!("{f}.names[{j}]"), "empty syscall name"));
+        }
+        let args = call.args().as_deref().unwrap_or_default();
+        let conds = args
+            .iter()
+            .enumerate()
+            .map(|(j, a)| condition(a, &format!("{f}.args[{j}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if act == default {
+            continue;
+        }
+        let mut seen = [0u8; 6];
+        for a in args {
+            seen[a.index()] += 1;
+        }
+        let groups: Vec<Vec<ScmpArgCompare>> = if seen.iter().any(|n| *n > 1) {
+            conds.into_iter().map(|c| vec![c]).collect()
+        } else {
+            vec![conds]
+        };
+        for name in call.names() {
+            for g in &groups {
+                out.push(Rule { name: name.clone(), action: act, conditions: g.clone() });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn flags(s: &LinuxSeccomp) -> u32 {
+    s.flags().as_deref().unwrap_or_default().iter().fold(0, |acc, f| {
+        acc | match f {
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => sys::FLAG_TSYNC,
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => sys::FLAG_LOG,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => sys::FLAG_SPEC_ALLOW,
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
+                sys::FLAG_WAIT_KILLABLE_RECV
+            }
+        }
+    })
+}
+
+/// Validate `s` and compile it to BPF.
+///
+/// Unknown syscall names are skipped (as runc does); invalid errnoRet values, argument indices,
+/// a NOTIFY default action or NOTIFY without `listenerPath` are errors naming the field.
+/// Unknown action, operator, arch and flag names are rejected when the JSON is parsed (see
+/// [`parse_seccomp`]).
+pub fn build_filter(s: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
+    let default = action(s.default_action(), s.default_errno_ret(), &format!("{FIELD}.defaultErrnoRet"))?;
+    if default == ScmpAction::Notify {
+        return Err(SeccompError::invalid(
+            format!("{FIELD}.defaultAction"),
+            "SCMP_ACT_NOTIFY cannot be the default action",
+        ));
+    }
+    let rules = rules(s, default)?;
+    let listener = if rules.iter().any(|r| r.action == ScmpAction::Notify) {
+        let path = s.listener_path().clone().ok_or_else(|| {
+            SeccompError::invalid(
+                format!("{FIELD}.listenerPath"),
+                "required when a rule uses SCMP_ACT_NOTIFY",
+            )
+        })?;
+        Some(NotifyListener { path, metadata: s.listener_metadata().clone().unwrap_or_default() })
+    } else {
+        None
+    };
+    let flags = flags(s);
+
+    let compile = |what: &str, e: libseccomp::error::SeccompError| {
+        SeccompError::Compile(format!("{what}: {e}"))
+    };
+    let mut ctx = ScmpFilterContext::new(default).map_err(|e| compile("new filter", e))?;
+    for (i, a) in s.architectures().as_deref().unwrap_or_default().iter().enumerate() {
+        let a = arch(*a).ok_or_else(|| {
+            SeccompError::invalid(format!("{FIELD}.architectures[{i}]"), format!("unsupported {a}"))
+        })?;
+        if a == ScmpArch::Native {
+            continue;
+        }
+        // The native arch is always present; adding it again is an error in libseccomp.
+        let present = ctx.is_arch_present(a).unwrap_or(false);
+        if !present {
+            ctx.add_arch(a).map_err(|e| compile(&format!("add arch {a:?}"), e))?;
+        }
+    }
+    for r in &rules {
+        let Ok(nr) = ScmpSyscall::from_name(&r.name) else {
+            continue; // unknown to libseccomp on this host: skipped, like runc.
+        };
+        ctx.add_rule_conditional(r.action, nr, &r.conditions)
+            .map_err(|e| compile(&format!("add rule for {}", r.name), e))?;
+    }
+    let program = export(&ctx)?;
+    Ok(CompiledFilter { program, flags, listener })
+}
+
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<sys::SockFilter>, SeccompError> {
+    let io = |e: std::io::Error| SeccompError::Compile(format!("export bpf: {e}"));
+    let fd = rustix::fs::memfd_create("berth-seccomp", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| io(e.into()))?;
+    ctx.export_bpf(&fd).map_err(|e| SeccompError::Compile(format!("export bpf: {e}")))?;
+    let mut f = std::fs::File::from(fd);
+    f.rewind().map_err(io)?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(io)?;
+    sys::SockFilter::decode(&bytes)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| SeccompError::Compile(format!("export bpf: bad length {}", bytes.len())))
+}
+
+/// The OCI `containerProcessState` sent to a seccomp agent.
+pub fn container_process_state(
+    listener: &NotifyListener,
+    pid: i32,
+    state_json: &[u8],
+) -> Result<Vec<u8>, SeccompError> {
+    let state: serde_json::Value = serde_json::from_slice(state_json)
+        .map_err(|e| SeccompError::invalid("state", format!("not JSON: {e}")))?;
+    let v = serde_json::json!({
+        "ociVersion": oci_spec::runtime::VERSION,
+        "fds": ["seccompFd"],
+        "pid": pid,
+        "metadata": listener.metadata,
+        "state": state,
+    });
+    serde_json::to_vec(&v).map_err(|e| SeccompError::Compile(e.to_string()))
+}
+
+/// Send the notify fd to the agent listening on `listener.path`, with the OCI
+/// `containerProcessState` JSON (`state_json` is the container's state, `pid` the init's pid).
+pub fn send_notify_fd(
+    listener: &NotifyListener,
+    notify_fd: BorrowedFd<'_>,
+    pid: i32,
+    state_json: &[u8],
+) -> Result<(), SeccompError> {
+    use rustix::net::{
+        connect, sendmsg, socket_with, AddressFamily, SendAncillaryBuffer, SendAncillaryMessage,
+        SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+    };
+    let msg = container_process_state(listener, pid, state_json)?;
+    let err = |e: rustix::io::Errno| SeccompError::Listener {
+        path: listener.path.clone(),
+        source: e.into(),
+    };
+    let sock = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)
+        .map_err(err)?;
+    let addr = SocketAddrUnix::new(&listener.path).map_err(err)?;
+    connect(&sock, &addr).map_err(err)?;
+    let fds = [notify_fd];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut cmsg = SendAncillaryBuffer::new(&mut space);
+    if !cmsg.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(err(rustix::io::Errno::NOBUFS));
+    }
+    let mut sent = sendmsg(&sock, &[IoSlice::new(&msg)], &mut cmsg, SendFlags::NOSIGNAL)
+        .map_err(err)?;
+    while sent < msg.len() {
+        sent += rustix::net::send(&sock, &msg[sent..], SendFlags::NOSIGNAL).map_err(err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSyscallBuilder};
+
+    fn arg(index: usize, value: u64, op: LinuxSeccompOperator) -> LinuxSeccompArg {
+        LinuxSeccompArgBuilder::default().index(index).value(value).op(op).build().unwrap()
+    }
+
+    #[test]
+    fn same_index_conditions_become_separate_rules() {
+        let call = LinuxSyscallBuilder::default()
+            .names(vec!["personality".to_string()])
+            .action(LinuxSeccompAction::ScmpActAllow)
+            .args(vec![
+                arg(0, 8, LinuxSeccompOperator::ScmpCmpEq),
+                arg(0, 0, LinuxSeccompOperator::ScmpCmpEq),
+            ])
+            .build()
+            .unwrap();
+        let s = LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActErrno)
+            .syscalls(vec![call])
+            .build()
+            .unwrap();
+        let r = rules(&s, ScmpAction::Errno(1)).unwrap();
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|r| r.conditions.len() == 1));
+    }
+
+    #[test]
+    fn different_index_conditions_stay_together_and_default_action_is_skipped() {
+        let calls = vec![
+            LinuxSyscallBuilder::default()
+                .names(vec!["read".to_string()])
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .build()
+                .unwrap(),
+            LinuxSyscallBuilder::default()
+                .names(vec!["write".to_string(), "openat".to_string()])
+                .action(LinuxSeccompAction::ScmpActAllow)
+                .args(vec![
+                    arg(0, 1, LinuxSeccompOperator::ScmpCmpEq),
+                    arg(2, 3, LinuxSeccompOperator::ScmpCmpGe),
+                ])
+                .build()
+                .unwrap(),
+        ];
+        let s = LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActErrno)
+            .syscalls(calls)
+            .build()
+            .unwrap();
+        let r = rules(&s, ScmpAction::Errno(1)).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].name, "write");
+        assert_eq!(r[1].name, "openat");
+        assert_eq!(r[0].conditions.len(), 2);
+    }
+
+    #[test]
+    fn errno_ret_on_allow_is_rejected_with_field() {
+        let call = LinuxSyscallBuilder::default()
+            .names(vec!["read".to_string()])
+            .action(LinuxSeccompAction::ScmpActAllow)
+            .errno_ret(5u32)
+            .build()
+            .unwrap();
+        let s = LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActErrno)
+            .syscalls(vec![call])
+            .build()
+            .unwrap();
+        let e = rules(&s, ScmpAction::Errno(1)).unwrap_err();
+        assert!(e.to_string().contains("linux.seccomp.syscalls[0].errnoRet"), "{e}");
+    }
 }
