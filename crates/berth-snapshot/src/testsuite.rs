@@ -1,0 +1,1 @@
+//! The conformance suite every [`Snapshotter`](crate::Snapshotter) implementation must pass.
