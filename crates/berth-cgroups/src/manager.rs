@@ -327,7 +327,10 @@ impl Manager {
     /// The freezer state.
     pub fn state(&self) -> FreezerState {
         if let Some(d) = self.v1_dir("freezer") {
-            return match fs::read_to_string(d.join("freezer.state")).as_deref().map(str::trim) {
+            return match fs::read_to_string(d.join("freezer.state"))
+                .as_deref()
+                .map(str::trim)
+            {
                 Ok("THAWED") => FreezerState::Thawed,
                 Ok("FREEZING") => FreezerState::Freezing,
                 Ok("FROZEN") => FreezerState::Frozen,

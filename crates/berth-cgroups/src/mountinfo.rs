@@ -47,7 +47,9 @@ fn unescape(s: &str) -> String {
         if b[i] == b'\\' && i + 4 <= b.len() {
             let oct = &b[i + 1..i + 4];
             if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                let v = (oct[0] - b'0') as u32 * 64 + (oct[1] - b'0') as u32 * 8 + (oct[2] - b'0') as u32;
+                let v = (oct[0] - b'0') as u32 * 64
+                    + (oct[1] - b'0') as u32 * 8
+                    + (oct[2] - b'0') as u32;
                 if let Ok(v) = u8::try_from(v) {
                     out.push(v);
                     i += 4;
@@ -73,7 +75,9 @@ pub fn parse_mountinfo(text: &str) -> Result<Vec<Mounted>, CgroupError> {
             path: PathBuf::from("/proc/self/mountinfo"),
             reason: format!("line {}: {reason}", n + 1),
         };
-        let (left, right) = line.split_once(" - ").ok_or_else(|| bad("no ' - ' separator"))?;
+        let (left, right) = line
+            .split_once(" - ")
+            .ok_or_else(|| bad("no ' - ' separator"))?;
         let lf: Vec<&str> = left.split(' ').collect();
         let rf: Vec<&str> = right.split(' ').collect();
         if lf.len() < 6 || rf.len() < 3 {
@@ -264,7 +268,10 @@ mod tests {
         assert_eq!(m.len(), 4, "{m:?}");
         assert_eq!(m[0].controllers, vec!["name=systemd"]);
         assert_eq!(m[1].controllers, vec!["cpu", "cpuacct"]);
-        assert_eq!(m[1].mount_point, PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(
+            m[1].mount_point,
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
+        );
         assert_eq!(m[3].controllers, vec!["net_cls", "net_prio"]);
         // the second mount of the memory hierarchy (root /docker) does not replace the first
         assert_eq!(m[2].mount_point, PathBuf::from("/sys/fs/cgroup/memory"));
@@ -282,10 +289,7 @@ mod tests {
     fn pure_v2_layout() {
         let m = parse_mountinfo(V2).unwrap();
         assert_eq!(layout_of(&m).unwrap(), Layout::V2);
-        assert!(matches!(
-            layout_of(&[]),
-            Err(CgroupError::NoCgroupFs)
-        ));
+        assert!(matches!(layout_of(&[]), Err(CgroupError::NoCgroupFs)));
     }
 
     #[test]
@@ -308,7 +312,10 @@ mod tests {
             PathBuf::from("/sys/fs/cgroup/memory/process_api/5ade")
         );
         let uni = mounts.iter().find(|m| m.version == 2).unwrap();
-        assert_eq!(current_dir(uni, &ms).unwrap(), PathBuf::from("/sys/fs/cgroup/unified/u"));
+        assert_eq!(
+            current_dir(uni, &ms).unwrap(),
+            PathBuf::from("/sys/fs/cgroup/unified/u")
+        );
         // cpu alone is not the cpu,cpuacct hierarchy of this process
         let cpu = mounts.iter().find(|m| m.controllers == ["cpu"]).unwrap();
         assert_eq!(current_dir(cpu, &ms), None);

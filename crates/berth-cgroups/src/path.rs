@@ -36,9 +36,17 @@ pub fn resolve(cgroups_path: Option<&str>, container_id: &str) -> Result<CgroupP
         ));
     }
     let p = match cgroups_path {
-        None => return Ok(CgroupPath::Absolute(vec!["berth".into(), container_id.into()])),
+        None => {
+            return Ok(CgroupPath::Absolute(vec![
+                "berth".into(),
+                container_id.into(),
+            ]))
+        }
         Some(p) if p.is_empty() => {
-            return Ok(CgroupPath::Absolute(vec!["berth".into(), container_id.into()]))
+            return Ok(CgroupPath::Absolute(vec![
+                "berth".into(),
+                container_id.into(),
+            ]))
         }
         Some(p) => p,
     };
@@ -52,12 +60,7 @@ pub fn resolve(cgroups_path: Option<&str>, container_id: &str) -> Result<CgroupP
     for c in p.split('/') {
         match c {
             "" | "." => {}
-            ".." => {
-                return Err(invalid(
-                    format!("cgroupsPath {p:?}"),
-                    "'..' is not allowed",
-                ))
-            }
+            ".." => return Err(invalid(format!("cgroupsPath {p:?}"), "'..' is not allowed")),
             c if c.contains('\0') => {
                 return Err(invalid(format!("cgroupsPath {p:?}"), "NUL byte"));
             }
@@ -87,8 +90,14 @@ mod tests {
 
     #[test]
     fn default_is_berth_id() {
-        assert_eq!(resolve(None, "abc").unwrap(), CgroupPath::Absolute(v(&["berth", "abc"])));
-        assert_eq!(resolve(Some(""), "abc").unwrap(), CgroupPath::Absolute(v(&["berth", "abc"])));
+        assert_eq!(
+            resolve(None, "abc").unwrap(),
+            CgroupPath::Absolute(v(&["berth", "abc"]))
+        );
+        assert_eq!(
+            resolve(Some(""), "abc").unwrap(),
+            CgroupPath::Absolute(v(&["berth", "abc"]))
+        );
     }
 
     #[test]
@@ -97,13 +106,22 @@ mod tests {
             resolve(Some("/a//b/./c/"), "x").unwrap(),
             CgroupPath::Absolute(v(&["a", "b", "c"]))
         );
-        assert_eq!(resolve(Some("a/b"), "x").unwrap(), CgroupPath::Relative(v(&["a", "b"])));
+        assert_eq!(
+            resolve(Some("a/b"), "x").unwrap(),
+            CgroupPath::Relative(v(&["a", "b"]))
+        );
     }
 
     #[test]
     fn rejects_escapes_and_bad_ids() {
-        assert!(matches!(resolve(Some("/a/../b"), "x"), Err(CgroupError::Invalid { .. })));
-        assert!(matches!(resolve(Some("/"), "x"), Err(CgroupError::Invalid { .. })));
+        assert!(matches!(
+            resolve(Some("/a/../b"), "x"),
+            Err(CgroupError::Invalid { .. })
+        ));
+        assert!(matches!(
+            resolve(Some("/"), "x"),
+            Err(CgroupError::Invalid { .. })
+        ));
         assert!(resolve(None, "a/b").is_err());
         assert!(resolve(None, "..").is_err());
         assert!(resolve(None, "").is_err());

@@ -11,3 +11,4 @@ pub mod seccomp;
 pub mod fd;
 pub mod ns;
 pub mod process;
+pub mod bpf;
