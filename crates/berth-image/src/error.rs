@@ -94,3 +94,9 @@ impl KindedError for berth_core::reference::ReferenceError {
         self.kind()
     }
 }
+
+impl KindedError for berth_content::Error {
+    fn error_kind(&self) -> ErrorKind {
+        self.kind()
+    }
+}

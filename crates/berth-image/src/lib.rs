@@ -6,9 +6,12 @@
 //! - [`layer`]: the safe layer applier and diff.
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod chain;
 pub mod changes;
 mod error;
+pub mod export;
+pub mod import;
 pub mod layer;
 pub mod select;
 pub mod spec;

@@ -223,6 +223,7 @@ pub struct Index {
 
 /// A manifest or an index, as found behind a digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // short-lived parse results
 pub enum ManifestKind {
     /// A single-platform image manifest.
     Manifest(Manifest),
