@@ -24,7 +24,9 @@ use std::path::PathBuf;
 
 use berth_core::ErrorKind;
 use berth_sys::seccomp as sys;
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
     LinuxSeccompOperator,
@@ -80,7 +82,10 @@ impl SeccompError {
     }
 
     fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        SeccompError::Invalid { field: field.into(), reason: reason.into() }
+        SeccompError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -112,7 +117,9 @@ impl CompiledFilter {
                 "SCMP_ACT_NOTIFY needs the notify fd sent to the listener: use load_notify".into(),
             ));
         }
-        sys::set_mode_filter(&self.program, self.flags).map(|_| ()).map_err(SeccompError::Load)
+        sys::set_mode_filter(&self.program, self.flags)
+            .map(|_| ())
+            .map_err(SeccompError::Load)
     }
 
     /// Install the filter; when it uses `SCMP_ACT_NOTIFY`, return the notify fd, which the caller
@@ -165,12 +172,20 @@ pub fn parse_seccomp(v: &serde_json::Value) -> Result<LinuxSeccomp, SeccompError
                 .map_err(|_| SeccompError::invalid(field, format!("unknown or invalid value {v}"))),
         }
     }
-    let obj = v.as_object().ok_or_else(|| SeccompError::invalid(FIELD, "not a JSON object"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| SeccompError::invalid(FIELD, "not a JSON object"))?;
     if obj.get("defaultAction").is_none() {
-        return Err(SeccompError::invalid(format!("{FIELD}.defaultAction"), "missing"));
+        return Err(SeccompError::invalid(
+            format!("{FIELD}.defaultAction"),
+            "missing",
+        ));
     }
     check::<LinuxSeccompAction>(obj.get("defaultAction"), &format!("{FIELD}.defaultAction"))?;
-    check::<u32>(obj.get("defaultErrnoRet"), &format!("{FIELD}.defaultErrnoRet"))?;
+    check::<u32>(
+        obj.get("defaultErrnoRet"),
+        &format!("{FIELD}.defaultErrnoRet"),
+    )?;
     if let Some(arches) = obj.get("architectures").and_then(|a| a.as_array()) {
         for (i, a) in arches.iter().enumerate() {
             check::<Arch>(Some(a), &format!("{FIELD}.architectures[{i}]"))?;
@@ -184,7 +199,9 @@ pub fn parse_seccomp(v: &serde_json::Value) -> Result<LinuxSeccomp, SeccompError
     if let Some(calls) = obj.get("syscalls").and_then(|a| a.as_array()) {
         for (i, c) in calls.iter().enumerate() {
             let f = format!("{FIELD}.syscalls[{i}]");
-            let c = c.as_object().ok_or_else(|| SeccompError::invalid(&f, "not a JSON object"))?;
+            let c = c
+                .as_object()
+                .ok_or_else(|| SeccompError::invalid(&f, "not a JSON object"))?;
             if c.get("action").is_none() {
                 return Err(SeccompError::invalid(format!("{f}.action"), "missing"));
             }
@@ -215,12 +232,17 @@ struct Rule {
 }
 
 /// Translate an OCI action (+ errnoRet) into libseccomp's, validating errnoRet.
-fn action(a: LinuxSeccompAction, errno: Option<u32>, field: &str) -> Result<ScmpAction, SeccompError> {
+fn action(
+    a: LinuxSeccompAction,
+    errno: Option<u32>,
+    field: &str,
+) -> Result<ScmpAction, SeccompError> {
     let errno16 = |default: u16| -> Result<u16, SeccompError> {
         match errno {
             None => Ok(default),
-            Some(e) => u16::try_from(e)
-                .map_err(|_| SeccompError::invalid(field, format!("errno {e} does not fit 16 bits"))),
+            Some(e) => u16::try_from(e).map_err(|_| {
+                SeccompError::invalid(field, format!("errno {e} does not fit 16 bits"))
+            }),
         }
     };
     let only_errno_trace = || -> Result<(), SeccompError> {
@@ -233,7 +255,9 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>, field: &str) -> Result<Scmp
         }
     };
     Ok(match a {
-        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(i32::from(errno16(libc::EPERM as u16)?)),
+        LinuxSeccompAction::ScmpActErrno => {
+            ScmpAction::Errno(i32::from(errno16(libc::EPERM as u16)?))
+        }
         LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno16(libc::EPERM as u16)?),
         other => {
             only_errno_trace()?;
@@ -285,7 +309,10 @@ fn condition(a: &LinuxSeccompArg, field: &str) -> Result<ScmpArgCompare, Seccomp
         .ok()
         .filter(|i| *i < 6)
         .ok_or_else(|| {
-            SeccompError::invalid(format!("{field}.index"), format!("{} is not in 0..=5", a.index()))
+            SeccompError::invalid(
+                format!("{field}.index"),
+                format!("{} is not in 0..=5", a.index()),
+            )
         })?;
     let (op, datum) = match a.op() {
         LinuxSeccompOperator::ScmpCmpNe => (ScmpCompareOp::NotEqual, a.value()),
@@ -295,9 +322,10 @@ fn condition(a: &LinuxSeccompArg, field: &str) -> Result<ScmpArgCompare, Seccomp
         LinuxSeccompOperator::ScmpCmpGe => (ScmpCompareOp::GreaterEqual, a.value()),
         LinuxSeccompOperator::ScmpCmpGt => (ScmpCompareOp::Greater, a.value()),
         // MASKED_EQ: (arg & value) == valueTwo.
-        LinuxSeccompOperator::ScmpCmpMaskedEq => {
-            (ScmpCompareOp::MaskedEqual(a.value()), a.value_two().unwrap_or(0))
-        }
+        LinuxSeccompOperator::ScmpCmpMaskedEq => (
+            ScmpCompareOp::MaskedEqual(a.value()),
+            a.value_two().unwrap_or(0),
+        ),
     };
     Ok(ScmpArgCompare::new(index, op, datum))
 }
@@ -307,14 +335,23 @@ fn condition(a: &LinuxSeccompArg, field: &str) -> Result<ScmpArgCompare, Seccomp
 /// two comparisons of the same argument, so they are ORed, as runc does).
 fn rules(s: &LinuxSeccomp, default: ScmpAction) -> Result<Vec<Rule>, SeccompError> {
     let mut out = Vec::new();
-    for (i, call) in s.syscalls().as_deref().unwrap_or_default().iter().enumerate() {
+    for (i, call) in s
+        .syscalls()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         let f = format!("{FIELD}.syscalls[{i}]");
         let act = action(call.action(), call.errno_ret(), &format!("{f}.errnoRet"))?;
         if call.names().is_empty() {
             return Err(SeccompError::invalid(format!("{f}.names"), "empty"));
         }
         if let Some(j) = call.names().iter().position(|n| n.is_empty()) {
-            return Err(SeccompError::invalid(format!("{f}.names[{j}]"), "empty syscall name"));
+            return Err(SeccompError::invalid(
+                format!("{f}.names[{j}]"),
+                "empty syscall name",
+            ));
         }
         let args = call.args().as_deref().unwrap_or_default();
         let conds = args
@@ -336,7 +373,11 @@ fn rules(s: &LinuxSeccomp, default: ScmpAction) -> Result<Vec<Rule>, SeccompErro
         };
         for name in call.names() {
             for g in &groups {
-                out.push(Rule { name: name.clone(), action: act, conditions: g.clone() });
+                out.push(Rule {
+                    name: name.clone(),
+                    action: act,
+                    conditions: g.clone(),
+                });
             }
         }
     }
@@ -344,16 +385,20 @@ fn rules(s: &LinuxSeccomp, default: ScmpAction) -> Result<Vec<Rule>, SeccompErro
 }
 
 fn flags(s: &LinuxSeccomp) -> u32 {
-    s.flags().as_deref().unwrap_or_default().iter().fold(0, |acc, f| {
-        acc | match f {
-            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => sys::FLAG_TSYNC,
-            LinuxSeccompFilterFlag::SeccompFilterFlagLog => sys::FLAG_LOG,
-            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => sys::FLAG_SPEC_ALLOW,
-            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
-                sys::FLAG_WAIT_KILLABLE_RECV
+    s.flags()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .fold(0, |acc, f| {
+            acc | match f {
+                LinuxSeccompFilterFlag::SeccompFilterFlagTsync => sys::FLAG_TSYNC,
+                LinuxSeccompFilterFlag::SeccompFilterFlagLog => sys::FLAG_LOG,
+                LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => sys::FLAG_SPEC_ALLOW,
+                LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
+                    sys::FLAG_WAIT_KILLABLE_RECV
+                }
             }
-        }
-    })
+        })
 }
 
 /// Validate `s` and compile it to BPF.
@@ -363,7 +408,11 @@ fn flags(s: &LinuxSeccomp) -> u32 {
 /// Unknown action, operator, arch and flag names are rejected when the JSON is parsed (see
 /// [`parse_seccomp`]).
 pub fn build_filter(s: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
-    let default = action(s.default_action(), s.default_errno_ret(), &format!("{FIELD}.defaultErrnoRet"))?;
+    let default = action(
+        s.default_action(),
+        s.default_errno_ret(),
+        &format!("{FIELD}.defaultErrnoRet"),
+    )?;
     if default == ScmpAction::Notify {
         return Err(SeccompError::invalid(
             format!("{FIELD}.defaultAction"),
@@ -378,7 +427,10 @@ pub fn build_filter(s: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
                 "required when a rule uses SCMP_ACT_NOTIFY",
             )
         })?;
-        Some(NotifyListener { path, metadata: s.listener_metadata().clone().unwrap_or_default() })
+        Some(NotifyListener {
+            path,
+            metadata: s.listener_metadata().clone().unwrap_or_default(),
+        })
     } else {
         None
     };
@@ -388,9 +440,18 @@ pub fn build_filter(s: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
         SeccompError::Compile(format!("{what}: {e}"))
     };
     let mut ctx = ScmpFilterContext::new(default).map_err(|e| compile("new filter", e))?;
-    for (i, a) in s.architectures().as_deref().unwrap_or_default().iter().enumerate() {
+    for (i, a) in s
+        .architectures()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         let a = arch(*a).ok_or_else(|| {
-            SeccompError::invalid(format!("{FIELD}.architectures[{i}]"), format!("unsupported {a}"))
+            SeccompError::invalid(
+                format!("{FIELD}.architectures[{i}]"),
+                format!("unsupported {a}"),
+            )
         })?;
         if a == ScmpArch::Native {
             continue;
@@ -398,7 +459,8 @@ pub fn build_filter(s: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
         // The native arch is always present; adding it again is an error in libseccomp.
         let present = ctx.is_arch_present(a).unwrap_or(false);
         if !present {
-            ctx.add_arch(a).map_err(|e| compile(&format!("add arch {a:?}"), e))?;
+            ctx.add_arch(a)
+                .map_err(|e| compile(&format!("add arch {a:?}"), e))?;
         }
     }
     for r in &rules {
@@ -409,14 +471,19 @@ pub fn build_filter(s: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
             .map_err(|e| compile(&format!("add rule for {}", r.name), e))?;
     }
     let program = export(&ctx)?;
-    Ok(CompiledFilter { program, flags, listener })
+    Ok(CompiledFilter {
+        program,
+        flags,
+        listener,
+    })
 }
 
 fn export(ctx: &ScmpFilterContext) -> Result<Vec<sys::SockFilter>, SeccompError> {
     let io = |e: std::io::Error| SeccompError::Compile(format!("export bpf: {e}"));
     let fd = rustix::fs::memfd_create("berth-seccomp", rustix::fs::MemfdFlags::CLOEXEC)
         .map_err(|e| io(e.into()))?;
-    ctx.export_bpf(&fd).map_err(|e| SeccompError::Compile(format!("export bpf: {e}")))?;
+    ctx.export_bpf(&fd)
+        .map_err(|e| SeccompError::Compile(format!("export bpf: {e}")))?;
     let mut f = std::fs::File::from(fd);
     f.rewind().map_err(io)?;
     let mut bytes = Vec::new();
@@ -461,8 +528,13 @@ pub fn send_notify_fd(
         path: listener.path.clone(),
         source: e.into(),
     };
-    let sock = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)
-        .map_err(err)?;
+    let sock = socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(err)?;
     let addr = SocketAddrUnix::new(&listener.path).map_err(err)?;
     connect(&sock, &addr).map_err(err)?;
     let fds = [notify_fd];
@@ -471,8 +543,8 @@ pub fn send_notify_fd(
     if !cmsg.push(SendAncillaryMessage::ScmRights(&fds)) {
         return Err(err(rustix::io::Errno::NOBUFS));
     }
-    let mut sent = sendmsg(&sock, &[IoSlice::new(&msg)], &mut cmsg, SendFlags::NOSIGNAL)
-        .map_err(err)?;
+    let mut sent =
+        sendmsg(&sock, &[IoSlice::new(&msg)], &mut cmsg, SendFlags::NOSIGNAL).map_err(err)?;
     while sent < msg.len() {
         sent += rustix::net::send(&sock, &msg[sent..], SendFlags::NOSIGNAL).map_err(err)?;
     }
@@ -485,7 +557,12 @@ mod tests {
     use oci_spec::runtime::{LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSyscallBuilder};
 
     fn arg(index: usize, value: u64, op: LinuxSeccompOperator) -> LinuxSeccompArg {
-        LinuxSeccompArgBuilder::default().index(index).value(value).op(op).build().unwrap()
+        LinuxSeccompArgBuilder::default()
+            .index(index)
+            .value(value)
+            .op(op)
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -553,6 +630,9 @@ mod tests {
             .build()
             .unwrap();
         let e = rules(&s, ScmpAction::Errno(1)).unwrap_err();
-        assert!(e.to_string().contains("linux.seccomp.syscalls[0].errnoRet"), "{e}");
+        assert!(
+            e.to_string().contains("linux.seccomp.syscalls[0].errnoRet"),
+            "{e}"
+        );
     }
 }

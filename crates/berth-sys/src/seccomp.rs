@@ -41,7 +41,7 @@ impl SockFilter {
     /// Decode a program from the native-endian byte stream that `seccomp_export_bpf` writes.
     /// Returns `None` if the length is not a multiple of 8.
     pub fn decode(bytes: &[u8]) -> Option<Vec<SockFilter>> {
-        if bytes.len() % Self::SIZE != 0 {
+        if !bytes.chunks_exact(Self::SIZE).remainder().is_empty() {
             return None;
         }
         Some(
@@ -66,7 +66,10 @@ pub fn set_mode_filter(program: &[SockFilter], flags: u32) -> io::Result<Option<
     let len = u16::try_from(program.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bpf program too long"))?;
     if len == 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty bpf program"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty bpf program",
+        ));
     }
     let prog = libc::sock_fprog {
         len,
@@ -109,7 +112,15 @@ mod tests {
         bytes.extend_from_slice(&[1, 2]);
         bytes.extend_from_slice(&0x7fff_0000u32.to_ne_bytes());
         let prog = SockFilter::decode(&bytes).expect("decodes");
-        assert_eq!(prog, vec![SockFilter { code: 0x15, jt: 1, jf: 2, k: 0x7fff_0000 }]);
+        assert_eq!(
+            prog,
+            vec![SockFilter {
+                code: 0x15,
+                jt: 1,
+                jf: 2,
+                k: 0x7fff_0000
+            }]
+        );
         assert!(SockFilter::decode(&bytes[..7]).is_none());
         assert_eq!(std::mem::size_of::<SockFilter>(), SockFilter::SIZE);
     }
