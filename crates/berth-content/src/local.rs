@@ -9,7 +9,7 @@ use berth_core::{Algorithm, Digest};
 use sha2::Digest as _;
 
 use crate::writer::{lock_dir, recorded_expected, still_linked};
-use crate::{Blob, Error, Expected, IngestStatus, Info, Result, Store, Writer};
+use crate::{Blob, Error, Expected, Info, IngestStatus, Result, Store, Writer};
 
 /// A content store in a directory: `blobs/<alg>/<hex>` and `ingest/<sha256(ref)>/`.
 #[derive(Debug, Clone)]
@@ -135,9 +135,7 @@ impl LocalStore {
                     total,
                     expected,
                     started_at,
-                    updated_at: data
-                        .and_then(|m| m.modified().ok())
-                        .unwrap_or(started_at),
+                    updated_at: data.and_then(|m| m.modified().ok()).unwrap_or(started_at),
                 },
             ));
         }

@@ -68,7 +68,9 @@ pub(crate) fn lock_dir(dir: &Path, reference: &str) -> Result<File> {
 
 /// Whether a locked directory fd still names a live directory (not removed by a committer).
 pub(crate) fn still_linked(f: &File) -> bool {
-    rustix::fs::fstat(f).map(|st| st.st_nlink > 0).unwrap_or(false)
+    rustix::fs::fstat(f)
+        .map(|st| st.st_nlink > 0)
+        .unwrap_or(false)
 }
 
 fn read_meta(dir: &Path, name: &str) -> Option<String> {
@@ -147,7 +149,8 @@ impl Writer {
             offset = 0;
         } else {
             // Resume: re-hash what an earlier writer left.
-            offset = hash_file(&mut data, &mut digester).map_err(|e| Error::io(ctx("rehash"), e))?;
+            offset =
+                hash_file(&mut data, &mut digester).map_err(|e| Error::io(ctx("rehash"), e))?;
             if let Some(e) = &expected {
                 if offset > e.size {
                     data.set_len(0).map_err(|e| Error::io(ctx("truncate"), e))?;

@@ -149,7 +149,9 @@ impl Db {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| Error::db(ctx(), e))?;
         let exists: Option<i64> = tx
-            .query_row("SELECT id FROM snapshots WHERE key = ?1", [key], |r| r.get(0))
+            .query_row("SELECT id FROM snapshots WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| Error::db(ctx(), e))?;
         if exists.is_some() {
@@ -221,9 +223,11 @@ impl Db {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| Error::db(ctx(), e))?;
         let (id, kind): (i64, i64) = tx
-            .query_row("SELECT id, kind FROM snapshots WHERE key = ?1", [key], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT id, kind FROM snapshots WHERE key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(|e| Error::db(ctx(), e))?
             .ok_or_else(|| Error::NotFound(key.to_string()))?;
@@ -235,7 +239,9 @@ impl Db {
         }
         if name != key {
             let taken: Option<i64> = tx
-                .query_row("SELECT id FROM snapshots WHERE key = ?1", [name], |r| r.get(0))
+                .query_row("SELECT id FROM snapshots WHERE key = ?1", [name], |r| {
+                    r.get(0)
+                })
                 .optional()
                 .map_err(|e| Error::db(ctx(), e))?;
             if taken.is_some() {

@@ -48,11 +48,9 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
             };
             r.map_err(|e| Error::io(ctx(), e.into()))?;
             if ro {
-                if let Err(e) = rustix::mount::mount_remount(
-                    target,
-                    MountFlags::BIND | MountFlags::RDONLY,
-                    "",
-                ) {
+                if let Err(e) =
+                    rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
+                {
                     let _ = rustix::mount::unmount(target, UnmountFlags::DETACH);
                     return Err(Error::io(format!("{}: remount read-only", ctx()), e.into()));
                 }

@@ -28,7 +28,12 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         .arg(&from)
         .arg(dst)
         .output()
-        .map_err(|e| Error::io(format!("copy {} to {}: run cp", src.display(), dst.display()), e))?;
+        .map_err(|e| {
+            Error::io(
+                format!("copy {} to {}: run cp", src.display(), dst.display()),
+                e,
+            )
+        })?;
     if !out.status.success() {
         return Err(Error::io(
             format!("copy {} to {}", src.display(), dst.display()),
@@ -84,7 +89,12 @@ impl NativeSnapshotter {
         };
         Ok(vec![Mount {
             kind: "bind".into(),
-            source: self.db.dir(row.id).join("fs").to_string_lossy().into_owned(),
+            source: self
+                .db
+                .dir(row.id)
+                .join("fs")
+                .to_string_lossy()
+                .into_owned(),
             options: vec!["rbind".into(), if ro { "ro" } else { "rw" }.into()],
         }])
     }

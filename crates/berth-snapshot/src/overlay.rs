@@ -39,7 +39,10 @@ impl OverlaySnapshotter {
         if let Err(e) = made {
             let _ = fs::remove_dir_all(&dir);
             self.db.delete_id(row.id);
-            return Err(Error::io(format!("create snapshot {key} in {}", dir.display()), e));
+            return Err(Error::io(
+                format!("create snapshot {key} in {}", dir.display()),
+                e,
+            ));
         }
         self.mounts_of(&row)
     }
@@ -190,7 +193,9 @@ mod tests {
         assert_eq!(m[0].kind, "overlay");
         assert!(m[0].options.contains(&"upperdir=/s/3/fs".to_string()));
         assert!(m[0].options.contains(&"workdir=/s/3/work".to_string()));
-        assert!(m[0].options.contains(&"lowerdir=/s/2/fs:/s/1/fs".to_string()));
+        assert!(m[0]
+            .options
+            .contains(&"lowerdir=/s/2/fs:/s/1/fs".to_string()));
         let v = view_mounts(fs, &lowers[..1]);
         assert_eq!(v[0].kind, "bind");
         assert_eq!(v[0].source, "/s/2/fs");
