@@ -14,10 +14,13 @@ pub mod export;
 pub mod import;
 pub mod layer;
 pub mod select;
+pub mod service;
 pub mod spec;
 pub mod timefmt;
 
 pub use chain::{chain_id, chain_ids};
 pub use error::ImageError;
 pub use select::select_manifest;
+pub use service::{DeleteResponse, HistoryItem, ImageService, ImageSummary, LoadResult, OciDest, ResolvedImage, UnpackReport};
+pub use import::ImportOptions;
 pub use spec::{Descriptor, ImageConfig, Index, Manifest, ManifestKind};
