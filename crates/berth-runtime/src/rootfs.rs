@@ -11,12 +11,23 @@
 //! onto the resolved fd with the new mount API (`open_tree`/`fsopen`/`fsmount`/`move_mount`), so a
 //! symlink inside the rootfs can never redirect a mount to the host.
 
+mod dev;
+mod finalize;
+mod fsops;
+mod mounts;
+pub mod options;
+pub mod plan;
+
 use std::io;
-use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 use berth_core::ErrorKind;
 use oci_spec::runtime::Spec;
+use rustix::fs::OFlags;
+use rustix::mount::{MountPropagationFlags, UnmountFlags};
+
+use options::Propagation;
 
 /// How [`prepare_rootfs`] sets up the root.
 #[derive(Debug, Default)]
@@ -147,29 +158,244 @@ fn errno_text(err: &io::Error) -> String {
 /// the process's own user and capabilities are applied. `bundle` anchors a relative
 /// `root.path` and relative bind sources. On return the process's root is the container's
 /// rootfs and its cwd is `/`.
+///
+/// Steps: make `/` recursively `linux.rootfsPropagation` (default `rslave`, as runc: host
+/// mounts still propagate in, nothing propagates out); bind the rootfs onto itself; perform the
+/// mounts (a default tmpfs /dev, devpts /dev/pts and tmpfs /dev/shm first when the spec has no
+/// /dev mount); create the devices and /dev symlinks unless /dev is a bind mount; bind the
+/// console; `pivot_root(".", ".")` + detach the old root (or move + chroot with `no_pivot`).
 pub fn prepare_rootfs(spec: &Spec, bundle: &Path, opts: &RootfsOptions) -> Result<(), RootfsError> {
-    let _ = (spec, bundle, opts);
-    Err(RootfsError::Invalid {
-        field: "root".into(),
-        reason: "rootfs setup not implemented yet".into(),
-        unsupported: true,
-    })
+    let plan = plan::plan_mounts(spec)?;
+    let devices = plan::plan_devices(spec)?;
+    let userns = opts.in_user_ns || plan::uses_user_ns(spec);
+    let cgroupns = plan::uses_cgroup_ns(spec);
+    let rootfs = rootfs_path(spec, bundle)?;
+    let rootfs_str = rootfs.display().to_string();
+
+    let propagation = match spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().as_deref())
+    {
+        None | Some("") => (Propagation::Slave, true),
+        Some(p) => Propagation::parse(p).ok_or_else(|| {
+            RootfsError::invalid(
+                "linux.rootfsPropagation",
+                format!("{p:?} is not one of shared, slave, private, unbindable (r-prefixed too)"),
+            )
+        })?,
+    };
+    mount_change(
+        "/",
+        propagation.0,
+        "make / ".to_string() + propagation_name(propagation.0),
+    )?;
+    rustix::mount::mount_bind_recursive(&rootfs, &rootfs)
+        .map_err(|e| RootfsError::os(format!("bind rootfs {rootfs_str} onto itself"), e))?;
+    if propagation.0 == Propagation::Shared {
+        // pivot_root refuses a shared parent: make the rootfs's parent mount private
+        let parent = rootfs.parent().unwrap_or(Path::new("/"));
+        let mp = mount_point_of(parent)?;
+        mount_change_one(
+            &mp,
+            Propagation::Private,
+            format!("make {} private", mp.display()),
+        )?;
+    }
+    let root = rustix::fs::open(
+        &rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| RootfsError::os(format!("open rootfs {rootfs_str}"), e))?;
+
+    let ctx = mounts::Ctx {
+        root: root.as_fd(),
+        bundle,
+        userns,
+        cgroupns,
+    };
+    for m in &plan.mounts {
+        mounts::perform(&ctx, m)?;
+    }
+    if plan.setup_dev {
+        dev::create_devices(root.as_fd(), &devices, userns)?;
+        let with_core = Path::new("/proc/kcore").exists();
+        dev::create_symlinks(root.as_fd(), with_core)?;
+    }
+    if let Some(console) = &opts.console {
+        dev::bind_console(root.as_fd(), console.as_fd())?;
+    }
+
+    rustix::process::fchdir(&root)
+        .map_err(|e| RootfsError::os(format!("chdir to rootfs {rootfs_str}"), e))?;
+    if opts.no_pivot {
+        rustix::mount::mount_move(".", "/")
+            .map_err(|e| RootfsError::os(format!("move rootfs {rootfs_str} to /"), e))?;
+        rustix::process::chroot(".")
+            .map_err(|e| RootfsError::os(format!("chroot to {rootfs_str}"), e))?;
+    } else {
+        if propagation.0 == Propagation::Shared {
+            mount_change_one(
+                Path::new("."),
+                Propagation::Private,
+                "make rootfs private".into(),
+            )?;
+        }
+        rustix::process::pivot_root(".", ".")
+            .map_err(|e| RootfsError::os(format!("pivot_root to {rootfs_str}"), e))?;
+        // the old root is now stacked on "."; keep its unmount from reaching the host
+        rustix::mount::mount_change(
+            ".",
+            MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+        )
+        .map_err(|e| RootfsError::os("make the old root rslave", e))?;
+        rustix::mount::unmount(".", UnmountFlags::DETACH)
+            .map_err(|e| RootfsError::os("detach the old root", e))?;
+        if propagation.0 == Propagation::Shared {
+            mount_change_one(Path::new("/"), Propagation::Shared, "make / shared".into())?;
+        }
+    }
+    rustix::process::chdir("/").map_err(|e| RootfsError::os("chdir to /", e))
+}
+
+fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf, RootfsError> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| RootfsError::invalid("root", "missing"))?;
+    let p = root.path();
+    if p.as_os_str().is_empty() {
+        return Err(RootfsError::invalid("root.path", "empty"));
+    }
+    let p = if p.is_absolute() {
+        p.clone()
+    } else {
+        bundle.join(p)
+    };
+    let p = std::fs::canonicalize(&p)
+        .map_err(|e| RootfsError::os(format!("rootfs {}", p.display()), e))?;
+    if !p.is_dir() {
+        return Err(RootfsError::invalid(
+            "root.path",
+            format!("{} is not a directory", p.display()),
+        ));
+    }
+    Ok(p)
+}
+
+fn propagation_name(p: Propagation) -> &'static str {
+    match p {
+        Propagation::Shared => "rshared",
+        Propagation::Slave => "rslave",
+        Propagation::Private => "rprivate",
+        Propagation::Unbindable => "runbindable",
+    }
+}
+
+fn prop_flags(p: Propagation) -> MountPropagationFlags {
+    match p {
+        Propagation::Shared => MountPropagationFlags::SHARED,
+        Propagation::Slave => MountPropagationFlags::DOWNSTREAM,
+        Propagation::Private => MountPropagationFlags::PRIVATE,
+        Propagation::Unbindable => MountPropagationFlags::UNBINDABLE,
+    }
+}
+
+fn mount_change(path: &str, p: Propagation, op: String) -> Result<(), RootfsError> {
+    rustix::mount::mount_change(path, prop_flags(p) | MountPropagationFlags::REC)
+        .map_err(|e| RootfsError::os(op, e))
+}
+
+fn mount_change_one(path: &Path, p: Propagation, op: String) -> Result<(), RootfsError> {
+    rustix::mount::mount_change(path, prop_flags(p)).map_err(|e| RootfsError::os(op, e))
+}
+
+/// The mount point holding `path` (the longest mount point that is a prefix of it).
+fn mount_point_of(path: &Path) -> Result<PathBuf, RootfsError> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| RootfsError::os("read /proc/self/mountinfo", e))?;
+    let best = plan::parse_mountinfo(&text)
+        .into_iter()
+        .map(|m| PathBuf::from(m.mount_point))
+        .filter(|mp| path.starts_with(mp))
+        .max_by_key(|mp| mp.as_os_str().len())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    Ok(best)
 }
 
 /// Create a pty in the container's devpts (/dev/ptmx), bind its slave on /dev/console and
 /// return both ends. Call after [`prepare_rootfs`] when `process.terminal` is true.
 pub fn setup_console() -> Result<Console, RootfsError> {
-    Err(RootfsError::Invalid {
-        field: "process.terminal".into(),
-        reason: "console setup not implemented yet".into(),
-        unsupported: true,
-    })
+    let root = rustix::fs::open(
+        "/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| RootfsError::os("open /", e))?;
+    let op = "open /dev/ptmx";
+    let master = fsops::open_in_root(root.as_fd(), "/dev/ptmx", OFlags::RDWR | OFlags::NOCTTY)
+        .map_err(|e| RootfsError::os(op, e))?;
+    let st = rustix::fs::fstatfs(&master).map_err(|e| RootfsError::os(op, e))?;
+    if st.f_type != DEVPTS_SUPER_MAGIC {
+        return Err(RootfsError::os(
+            op,
+            io::Error::other("not on a devpts filesystem"),
+        ));
+    }
+    rustix::pty::unlockpt(&master).map_err(|e| RootfsError::os("unlock the pty", e))?;
+    let slave = rustix::pty::ioctl_tiocgptpeer(
+        &master,
+        rustix::pty::OpenptFlags::RDWR
+            | rustix::pty::OpenptFlags::NOCTTY
+            | rustix::pty::OpenptFlags::CLOEXEC,
+    )
+    .map_err(|e| RootfsError::os("open the pty slave", e))?;
+    dev::bind_console(root.as_fd(), slave.as_fd())?;
+    Ok(Console { master, slave })
 }
+
+const DEVPTS_SUPER_MAGIC: rustix::fs::FsWord = 0x1cd1;
 
 /// Finish the root filesystem after [`prepare_rootfs`] (and [`setup_console`]), before
 /// dropping privileges: write `linux.sysctl` through /proc/sys, apply `linux.readonlyPaths`
-/// and `linux.maskedPaths`, then remount the root read-only when `root.readonly` is set.
+/// (recursive read-only binds) and `linux.maskedPaths` (/dev/null over files, an empty
+/// read-only tmpfs over directories; missing paths ignored), then make the root mount
+/// read-only when `root.readonly` is set.
 pub fn finalize_rootfs(spec: &Spec) -> Result<(), RootfsError> {
-    let _ = spec;
+    let root = rustix::fs::open(
+        "/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| RootfsError::os("open /", e))?;
+    let linux = spec.linux().as_ref();
+    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
+        let mut keys: Vec<_> = sysctl.iter().collect();
+        keys.sort();
+        for (k, v) in keys {
+            finalize::write_sysctl(root.as_fd(), k, v)?;
+        }
+    }
+    for p in linux
+        .and_then(|l| l.readonly_paths().as_deref())
+        .unwrap_or(&[])
+    {
+        finalize::readonly_path(root.as_fd(), p)?;
+    }
+    for p in linux
+        .and_then(|l| l.masked_paths().as_deref())
+        .unwrap_or(&[])
+    {
+        finalize::mask_path(root.as_fd(), p)?;
+    }
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        finalize::readonly_root(root.as_fd())?;
+    }
     Ok(())
 }

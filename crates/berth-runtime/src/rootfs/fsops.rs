@@ -1,0 +1,250 @@
+//! fd-based primitives: resolve and create paths inside the rootfs with
+//! `openat2(RESOLVE_IN_ROOT)`, and mount onto the resolved fds with the new mount API.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
+use rustix::io::Errno;
+use rustix::mount::{
+    fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
+    open_tree, FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags,
+};
+
+use super::options::{AttrChange, Propagation};
+use super::RootfsError;
+use berth_sys::mount::{mount_setattr_fd, MountAttr, AT_RECURSIVE};
+
+/// `openat2(root, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`: `path` is taken
+/// relative to `root` whatever its leading slashes, and symlinks and `..` cannot leave `root`.
+pub fn open_in_root(root: BorrowedFd<'_>, path: &str, flags: OFlags) -> io::Result<OwnedFd> {
+    open_resolve(
+        root,
+        path,
+        flags,
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+}
+
+/// `openat2` with explicit resolve flags, retried on `EAGAIN` (a concurrent rename).
+pub fn open_resolve(
+    dir: BorrowedFd<'_>,
+    path: &str,
+    flags: OFlags,
+    resolve: ResolveFlags,
+) -> io::Result<OwnedFd> {
+    let rel = path.trim_start_matches('/');
+    let rel = if rel.is_empty() { "." } else { rel };
+    let mut tries = 0;
+    loop {
+        match openat2(dir, rel, flags | OFlags::CLOEXEC, Mode::empty(), resolve) {
+            Err(Errno::AGAIN) if tries < 32 => tries += 1,
+            r => return r.map_err(io::Error::from),
+        }
+    }
+}
+
+/// What the last component of a path to create is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaf {
+    /// A directory.
+    Dir,
+    /// An empty regular file (a mount point for a file bind).
+    File,
+}
+
+/// Create `path` inside `root` like `mkdir -p` (the last component as an empty file when
+/// `leaf` is [`Leaf::File`]), one component at a time, each resolved from `root` with
+/// `RESOLVE_IN_ROOT`. A dangling symlink on the way is followed inside the root (its target is
+/// created there, as if the rootfs were `/`). Returns an `O_PATH` fd of the result. `what`
+/// names the path in errors (`create mount destination /x: ...`).
+pub fn mkdir_all_in_root(
+    root: BorrowedFd<'_>,
+    path: &str,
+    leaf: Leaf,
+    what: &str,
+) -> Result<OwnedFd, RootfsError> {
+    let op = || format!("create {what} {path}");
+    let err = |e: io::Error| RootfsError::os(op(), e);
+    let mut todo: VecDeque<String> = components(path);
+    let mut done: Vec<String> = Vec::new();
+    let mut cur = open_in_root(root, "/", OFlags::PATH | OFlags::DIRECTORY).map_err(err)?;
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        done.push(name.clone());
+        let prefix = done.join("/");
+        let last = todo.is_empty();
+        let flags = if last && leaf == Leaf::File {
+            OFlags::PATH
+        } else {
+            OFlags::PATH | OFlags::DIRECTORY
+        };
+        match open_in_root(root, &prefix, flags) {
+            Ok(fd) => {
+                cur = fd;
+                continue;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                return Err(RootfsError::Escape {
+                    what: "path",
+                    path: path.to_string(),
+                })
+            }
+            Err(e) => return Err(err(e)),
+        }
+        let made = if last && leaf == Leaf::File {
+            rustix::fs::openat(
+                &cur,
+                name.as_str(),
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o644),
+            )
+            .map(drop)
+        } else {
+            rustix::fs::mkdirat(&cur, name.as_str(), Mode::from_raw_mode(0o755))
+        };
+        match made {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                // a dangling symlink: continue with its target, resolved inside the root
+                let target = match rustix::fs::readlinkat(&cur, name.as_str(), Vec::new()) {
+                    Ok(t) => t.to_string_lossy().into_owned(),
+                    Err(e) => return Err(err(e.into())),
+                };
+                links += 1;
+                if links > 40 {
+                    return Err(err(io::Error::from_raw_os_error(libc::ELOOP)));
+                }
+                done.pop();
+                if target.starts_with('/') {
+                    done.clear();
+                    cur = open_in_root(root, "/", OFlags::PATH | OFlags::DIRECTORY).map_err(err)?;
+                }
+                for c in components(&target).into_iter().rev() {
+                    todo.push_front(c);
+                }
+                continue;
+            }
+            Err(e) => return Err(err(e.into())),
+        }
+        cur = open_in_root(root, &prefix, flags).map_err(err)?;
+    }
+    Ok(cur)
+}
+
+/// Path components, keeping `..` (the kernel resolves it, clamped at the root).
+fn components(path: &str) -> VecDeque<String> {
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Clone the mount tree at `path` (relative to `dir`; `""` for `dir` itself) into a detached
+/// mount: a bind (`recursive`: an rbind).
+pub fn clone_tree(dir: BorrowedFd<'_>, path: &str, recursive: bool) -> io::Result<OwnedFd> {
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    if path.is_empty() {
+        flags |= OpenTreeFlags::AT_EMPTY_PATH;
+    }
+    Ok(open_tree(dir, path, flags)?)
+}
+
+/// Clone the tree at host path `path` (relative paths are relative to the cwd).
+pub fn clone_host_tree(path: &str, recursive: bool) -> io::Result<OwnedFd> {
+    clone_tree(CWD, path, recursive)
+}
+
+/// Change the attributes of the mount `fd` (and all its submounts when `recursive`).
+pub fn set_attrs(fd: BorrowedFd<'_>, change: AttrChange, recursive: bool) -> io::Result<()> {
+    if change.is_empty() {
+        return Ok(());
+    }
+    let attr = MountAttr {
+        attr_set: change.set,
+        attr_clr: change.clr,
+        ..MountAttr::default()
+    };
+    mount_setattr_fd(fd, if recursive { AT_RECURSIVE } else { 0 }, &attr)
+}
+
+/// Change the propagation of the mount `fd` (and its submounts when `recursive`).
+pub fn set_propagation(fd: BorrowedFd<'_>, p: Propagation, recursive: bool) -> io::Result<()> {
+    let attr = MountAttr {
+        propagation: p.ms_flag(),
+        ..MountAttr::default()
+    };
+    mount_setattr_fd(fd, if recursive { AT_RECURSIVE } else { 0 }, &attr)
+}
+
+/// Attach the detached mount `tree` on top of the path `target` refers to.
+pub fn attach(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(move_mount(
+        tree,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )?)
+}
+
+/// Read the kernel's messages queued on an fs context fd (`e tmpfs: Bad value for 'size'`).
+fn fs_log(fs: BorrowedFd<'_>) -> String {
+    let mut msgs = Vec::new();
+    let mut buf = [0u8; 512];
+    while let Ok(n) = rustix::io::read(fs, &mut buf) {
+        if n == 0 || msgs.len() > 8 {
+            break;
+        }
+        let m = String::from_utf8_lossy(&buf[..n]);
+        // each message starts with its level: "e ", "w " or "i "
+        let m = m
+            .get(2..)
+            .filter(|_| m.as_bytes().get(1) == Some(&b' '))
+            .unwrap_or(&m);
+        msgs.push(m.trim().to_string());
+    }
+    msgs.join("; ")
+}
+
+/// Create a new, detached filesystem instance: `fsopen(fstype)`, one `fsconfig` per data
+/// option (`key=value` as a string, bare `key` as a flag), `fsconfig_create`, `fsmount` with
+/// the given `MOUNT_ATTR_*` bits. The error says which option the kernel refused and why.
+pub fn new_fs(
+    fstype: &str,
+    source: Option<&str>,
+    data: &[String],
+    attrs: u64,
+) -> Result<OwnedFd, (String, io::Error)> {
+    let fs = fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(|e| ("fsopen".to_string(), io::Error::from(e)))?;
+    let with_log = |step: String, e: Errno| -> (String, io::Error) {
+        let log = fs_log(fs.as_fd());
+        let step = if log.is_empty() {
+            step
+        } else {
+            format!("{step} ({log})")
+        };
+        (step, e.into())
+    };
+    if let Some(src) = source.filter(|s| !s.is_empty()) {
+        fsconfig_set_string(&fs, "source", src)
+            .map_err(|e| with_log(format!("source={src}"), e))?;
+    }
+    for opt in data {
+        let r = match opt.split_once('=') {
+            Some((k, v)) => fsconfig_set_string(&fs, k, v),
+            None => fsconfig_set_flag(&fs, opt.as_str()),
+        };
+        r.map_err(|e| with_log(format!("option {opt}"), e))?;
+    }
+    fsconfig_create(&fs).map_err(|e| with_log("create".to_string(), e))?;
+    let bits = MountAttrFlags::from_bits_retain(attrs as u32);
+    fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, bits)
+        .map_err(|e| with_log("fsmount".to_string(), e))
+}

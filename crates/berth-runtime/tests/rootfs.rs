@@ -1,0 +1,524 @@
+//! Integration tests of `berth_runtime::rootfs`: real mounts in a private mount namespace.
+//!
+//! Each test builds a busybox bundle in a temp dir, then re-executes this test binary under
+//! `unshare -m` (plus `-n` when the spec has a network namespace) running only
+//! [`zz_child_entry`], which calls `prepare_rootfs`/`finalize_rootfs` and checks the result
+//! from inside the new root. The mount namespace dies with the child; the temp dir is removed
+//! by its guard.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use berth_runtime::oci_spec::runtime::Spec;
+use berth_runtime::rootfs::{finalize_rootfs, prepare_rootfs, setup_console, RootfsOptions};
+use serde_json::json;
+
+const CHILD_ENV: &str = "BERTH_ROOTFS_CHILD";
+
+struct Bundle {
+    dir: tempfile::TempDir,
+}
+
+impl Bundle {
+    fn new() -> Bundle {
+        let dir = tempfile::Builder::new()
+            .prefix("berthtest-rootfs-")
+            .tempdir()
+            .expect("temp dir");
+        let rootfs = dir.path().join("rootfs");
+        fs::create_dir_all(rootfs.join("bin")).unwrap();
+        fs::create_dir_all(rootfs.join("etc")).unwrap();
+        assert!(
+            Path::new("/bin/busybox").exists(),
+            "these tests need /bin/busybox (apt-get install busybox-static)"
+        );
+        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+        fs::write(rootfs.join("etc/marker"), "in-rootfs").unwrap();
+        Bundle { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    fn write_spec(&self, spec: &serde_json::Value) {
+        fs::write(
+            self.path().join("config.json"),
+            serde_json::to_vec_pretty(spec).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// Run `scenario` in a child under `unshare <unshare_args>`; returns (success, output).
+    fn run(&self, scenario: &str, unshare_args: &[&str]) -> (bool, String) {
+        let exe = std::env::current_exe().unwrap();
+        let out = Command::new("unshare")
+            .args(unshare_args)
+            .arg(exe)
+            .args([
+                "--exact",
+                "zz_child_entry",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, scenario)
+            .env("BERTH_ROOTFS_BUNDLE", self.path())
+            .output()
+            .expect("run unshare (util-linux)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
+
+fn base_spec() -> serde_json::Value {
+    json!({
+        "ociVersion": "1.2.0",
+        "root": {"path": "rootfs"},
+        "process": {"cwd": "/", "args": ["/bin/sh"], "user": {"uid": 0, "gid": 0}},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"}
+        ],
+        "linux": {"namespaces": [{"type": "mount"}]}
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// child side
+
+/// One line of /proc/self/mountinfo: (root, mount point, per-mount options, fstype, super opts).
+fn mountinfo() -> Vec<(String, String, String, String, String)> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .expect("read mountinfo")
+        .lines()
+        .map(|l| {
+            let (pre, post) = l.split_once(" - ").unwrap();
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            (
+                pre[3].to_string(),
+                pre[4].to_string(),
+                pre[5].to_string(),
+                post[0].to_string(),
+                post[2].to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The visible (last) mount at `mp`.
+fn mount_at(mp: &str) -> (String, String, String, String, String) {
+    mountinfo()
+        .into_iter()
+        .rev()
+        .find(|m| m.1 == mp)
+        .unwrap_or_else(|| panic!("no mount at {mp}:\n{:#?}", mountinfo()))
+}
+
+fn has_opt(opts: &str, o: &str) -> bool {
+    opts.split(',').any(|x| x == o)
+}
+
+fn errno_of(r: std::io::Result<()>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+fn load_spec(bundle: &Path) -> Spec {
+    serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap()
+}
+
+/// Entry point of the re-executed child; does nothing in a normal test run.
+#[test]
+fn zz_child_entry() {
+    let Ok(scenario) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let bundle = PathBuf::from(std::env::var("BERTH_ROOTFS_BUNDLE").unwrap());
+    let spec = load_spec(&bundle);
+    match scenario.as_str() {
+        "full" => child_full(&spec, &bundle),
+        "escape" => child_escape(&spec, &bundle),
+        "nopivot" => child_nopivot(&spec, &bundle),
+        "error" => child_error(&spec, &bundle),
+        other => panic!("unknown scenario {other}"),
+    }
+    println!("CHILD-OK");
+}
+
+fn child_full(spec: &Spec, bundle: &Path) {
+    let opts = RootfsOptions::default();
+    prepare_rootfs(spec, bundle, &opts).expect("prepare_rootfs");
+    let console = setup_console().expect("setup_console");
+    finalize_rootfs(spec).expect("finalize_rootfs");
+
+    // in the new root
+    assert_eq!(std::env::current_dir().unwrap(), Path::new("/"));
+    assert_eq!(fs::read_to_string("/etc/marker").unwrap(), "in-rootfs");
+    assert!(!Path::new("/config.json").exists());
+
+    // read-only root, writable tmpfs
+    let root = mount_at("/");
+    assert!(has_opt(&root.2, "ro"), "root {root:?}");
+    assert_eq!(errno_of(fs::write("/newfile", "x")), Some(libc::EROFS));
+    let tmp = mount_at("/tmp");
+    assert_eq!(tmp.3, "tmpfs");
+    assert!(
+        has_opt(&tmp.2, "nosuid") && has_opt(&tmp.2, "nodev"),
+        "{tmp:?}"
+    );
+    assert!(has_opt(&tmp.4, "size=1024k"), "{tmp:?}");
+    assert!(has_opt(&tmp.4, "mode=750"), "{tmp:?}");
+    fs::write("/tmp/ok", "x").expect("tmpfs is writable");
+
+    // bind mounts: a read-only directory and a file on a file mount point
+    let data = mount_at("/data");
+    assert!(
+        has_opt(&data.2, "ro") && has_opt(&data.2, "nosuid"),
+        "{data:?}"
+    );
+    assert_eq!(fs::read_to_string("/data/hello").unwrap(), "from-host");
+    assert_eq!(errno_of(fs::write("/data/new", "x")), Some(libc::EROFS));
+    assert_eq!(fs::read_to_string("/etc/hostfile").unwrap(), "a file");
+    assert!(fs::metadata("/etc/hostfile").unwrap().is_file());
+    // rro: the submount of the recursive bind is read-only too
+    let sub = mount_at("/rro/sub");
+    assert!(has_opt(&sub.2, "ro"), "{sub:?}");
+
+    // proc, sysfs (rw: the spec has a network namespace), mqueue
+    assert_eq!(mount_at("/proc").3, "proc");
+    let sys = mount_at("/sys");
+    assert_eq!(sys.3, "sysfs");
+    assert!(has_opt(&sys.2, "rw"), "{sys:?}");
+    assert_eq!(mount_at("/dev/mqueue").3, "mqueue");
+
+    // default /dev
+    let dev = mount_at("/dev");
+    assert_eq!(dev.3, "tmpfs");
+    assert!(
+        has_opt(&dev.2, "nosuid") && has_opt(&dev.4, "mode=755"),
+        "{dev:?}"
+    );
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let md = fs::symlink_metadata(format!("/dev/{name}")).unwrap();
+        assert!(md.file_type().is_char_device(), "/dev/{name}");
+        assert_eq!(md.rdev(), libc::makedev(major, minor), "/dev/{name}");
+        assert_eq!(md.permissions().mode() & 0o777, 0o666, "/dev/{name}");
+    }
+    fs::write("/dev/null", "discarded").expect("write /dev/null");
+    let custom = fs::symlink_metadata("/dev/berthtest-dev").unwrap();
+    assert!(custom.file_type().is_char_device());
+    assert_eq!(custom.rdev(), libc::makedev(1, 5));
+    assert_eq!(custom.permissions().mode() & 0o777, 0o640);
+    assert_eq!((custom.uid(), custom.gid()), (1000, 1001));
+    let fifo = fs::symlink_metadata("/dev/sub/fifo").unwrap();
+    assert!(fifo.file_type().is_fifo());
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        assert_eq!(
+            fs::read_link(format!("/dev/{link}")).unwrap(),
+            Path::new(target),
+            "/dev/{link}"
+        );
+    }
+    let pts = mount_at("/dev/pts");
+    assert_eq!(pts.3, "devpts");
+    assert!(
+        has_opt(&pts.4, "ptmxmode=666") && has_opt(&pts.4, "mode=620") && has_opt(&pts.4, "gid=5"),
+        "{pts:?}"
+    );
+    let shm = mount_at("/dev/shm");
+    assert_eq!(shm.3, "tmpfs");
+    assert!(
+        has_opt(&shm.2, "noexec") && has_opt(&shm.4, "size=65536k"),
+        "{shm:?}"
+    );
+
+    // console: a pty of the container's own devpts, bound on /dev/console
+    let cons = mount_at("/dev/console");
+    assert_eq!(cons.3, "devpts", "{cons:?}");
+    let slave_md = fs::metadata("/dev/console").unwrap();
+    let mut slave_path = PathBuf::from("/proc/self/fd");
+    slave_path.push(std::os::fd::AsRawFd::as_raw_fd(&console.slave).to_string());
+    assert_eq!(fs::metadata(&slave_path).unwrap().rdev(), slave_md.rdev());
+    assert!(fs::read_link(&slave_path).unwrap().starts_with("/dev/pts/"));
+
+    // cgroups: this machine's hierarchies, each the process's own cgroup, read-only
+    let cg = mount_at("/sys/fs/cgroup");
+    let host_cg = fs::read_to_string("/proc/self/cgroup").unwrap();
+    if cg.3 == "tmpfs" {
+        assert!(has_opt(&cg.2, "ro"), "{cg:?}");
+        let mem_path = host_cg
+            .lines()
+            .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()));
+        if let Some(p) = mem_path {
+            let mem = mount_at("/sys/fs/cgroup/memory");
+            assert_eq!(mem.3, "cgroup");
+            assert_eq!(mem.0, p, "{mem:?}");
+            assert!(has_opt(&mem.2, "ro"), "{mem:?}");
+            assert!(Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists());
+        }
+    } else {
+        assert_eq!(cg.3, "cgroup2");
+        assert!(has_opt(&cg.2, "ro"), "{cg:?}");
+    }
+
+    // sysctl through /proc/sys (in the child's own network namespace)
+    assert_eq!(
+        fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    // readonlyPaths
+    assert!(has_opt(&mount_at("/proc/sys").2, "ro"));
+    assert_eq!(
+        errno_of(fs::write("/proc/sys/net/ipv4/ip_forward", "0")),
+        Some(libc::EROFS)
+    );
+    // maskedPaths: a file masked by /dev/null, a directory by an empty read-only tmpfs
+    assert_eq!(fs::read("/proc/timer_list").unwrap().len(), 0);
+    let masked_file = fs::metadata("/proc/timer_list").unwrap();
+    assert_eq!(masked_file.rdev(), libc::makedev(1, 3));
+    let masked = mount_at("/proc/driver");
+    assert_eq!(masked.3, "tmpfs");
+    assert!(has_opt(&masked.2, "ro"), "{masked:?}");
+    assert_eq!(fs::read_dir("/proc/driver").unwrap().count(), 0);
+    assert!(!Path::new("/proc/berthtest-missing").exists());
+}
+
+fn child_escape(spec: &Spec, bundle: &Path) {
+    prepare_rootfs(spec, bundle, &RootfsOptions::default()).expect("prepare_rootfs");
+    // the mounts landed inside the rootfs, where the symlinks resolve when the rootfs is /
+    let host_outside = std::env::var("BERTH_ROOTFS_OUTSIDE").unwrap();
+    let t = mount_at(&format!("{host_outside}/x"));
+    assert_eq!(t.3, "tmpfs");
+    let b = mount_at(&host_outside);
+    assert_eq!(b.3, "tmpfs");
+    let d = mount_at("/outside2");
+    assert_eq!(d.3, "tmpfs");
+}
+
+fn child_nopivot(spec: &Spec, bundle: &Path) {
+    let opts = RootfsOptions {
+        no_pivot: true,
+        ..RootfsOptions::default()
+    };
+    prepare_rootfs(spec, bundle, &opts).expect("prepare_rootfs");
+    finalize_rootfs(spec).expect("finalize_rootfs");
+    assert_eq!(std::env::current_dir().unwrap(), Path::new("/"));
+    assert_eq!(fs::read_to_string("/etc/marker").unwrap(), "in-rootfs");
+    assert!(Path::new("/bin/busybox").exists());
+    assert_eq!(mount_at("/proc").3, "proc");
+    assert!(fs::symlink_metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    // no pivot: the rootfs was moved onto "/" (the mount at / is the rootfs bind)
+    let root = mount_at("/");
+    assert_ne!(root.3, "");
+}
+
+fn child_error(spec: &Spec, bundle: &Path) {
+    let err = prepare_rootfs(spec, bundle, &RootfsOptions::default()).unwrap_err();
+    println!("ERROR: {err}");
+    println!("KIND: {:?}", err.kind());
+}
+
+// ---------------------------------------------------------------------------------------------
+// parent side
+
+fn expect_ok(ok: bool, out: &str) {
+    assert!(ok && out.contains("CHILD-OK"), "child failed:\n{out}");
+}
+
+#[test]
+fn full_spec_in_private_namespace() {
+    let b = Bundle::new();
+    let host_dir = b.path().join("hostdata");
+    fs::create_dir(&host_dir).unwrap();
+    fs::write(host_dir.join("hello"), "from-host").unwrap();
+    fs::write(b.path().join("hostfile"), "a file").unwrap();
+    // an rbind source with a submount, for rro
+    let rro = b.path().join("rro");
+    fs::create_dir_all(rro.join("sub")).unwrap();
+    let mut spec = base_spec();
+    spec["root"]["readonly"] = json!(true);
+    spec["mounts"] = json!([
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=750", "size=1m"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/data", "type": "bind", "source": host_dir, "options": ["rbind", "ro", "nosuid"]},
+        {"destination": "/etc/hostfile", "type": "bind", "source": "hostfile", "options": ["bind"]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro", "nosuid", "noexec", "nodev"]},
+    ]);
+    // a recursive read-only bind of a host dir that has a submount (mounted by the child)
+    spec["mounts"].as_array_mut().unwrap().push(json!(
+        {"destination": "/rro", "type": "bind", "source": rro, "options": ["rbind", "rro"]}
+    ));
+    spec["linux"] = json!({
+        "namespaces": [{"type": "mount"}, {"type": "network"}],
+        "devices": [
+            {"path": "/dev/berthtest-dev", "type": "c", "major": 1, "minor": 5, "fileMode": 0o640, "uid": 1000, "gid": 1001},
+            {"path": "/dev/sub/fifo", "type": "p", "major": 0, "minor": 0}
+        ],
+        "sysctl": {"net.ipv4.ip_forward": "1"},
+        "readonlyPaths": ["/proc/sys"],
+        "maskedPaths": ["/proc/kcore", "/proc/timer_list", "/proc/driver", "/proc/berthtest-missing"]
+    });
+    b.write_spec(&spec);
+    let (ok, out) = run_with_submount(&b, "full", &rro.join("sub"));
+    expect_ok(ok, &out);
+}
+
+/// Run `scenario` under `unshare -m -n` with a tmpfs mounted at `submount` inside the child's
+/// namespace first (busybox mount via `sh -c`), so rbind sources have a submount.
+fn run_with_submount(b: &Bundle, scenario: &str, submount: &Path) -> (bool, String) {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("unshare")
+        .args(["-m", "-n", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs berthtest \"$1\" && exec \"$2\" --exact zz_child_entry --nocapture --test-threads=1"
+        ))
+        .arg("sh")
+        .arg(submount)
+        .arg(exe)
+        .env(CHILD_ENV, scenario)
+        .env("BERTH_ROOTFS_BUNDLE", b.path())
+        .output()
+        .expect("run unshare");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn symlinked_destinations_stay_inside_the_rootfs() {
+    let b = Bundle::new();
+    let outside = b.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let rootfs = b.rootfs();
+    // absolute and relative symlinks that point at the host's `outside` dir
+    std::os::unix::fs::symlink(&outside, rootfs.join("evil")).unwrap();
+    std::os::unix::fs::symlink(
+        "../../../../../../../..".to_string() + outside.to_str().unwrap(),
+        rootfs.join("evil2"),
+    )
+    .unwrap();
+    let mut spec = base_spec();
+    spec["mounts"] = json!([
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/evil/x", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/evil2", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/../../outside2", "type": "tmpfs", "source": "tmpfs"},
+    ]);
+    b.write_spec(&spec);
+    let out = Command::new("unshare")
+        .args(["-m"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "zz_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, "escape")
+        .env("BERTH_ROOTFS_BUNDLE", b.path())
+        .env("BERTH_ROOTFS_OUTSIDE", &outside)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    expect_ok(out.status.success(), &text);
+    // the host directory the symlinks point to is untouched
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "host dir was written"
+    );
+    assert!(!b.path().join("outside2").exists());
+    // the directories were created inside the rootfs instead
+    assert!(rootfs
+        .join(outside.strip_prefix("/").unwrap())
+        .join("x")
+        .is_dir());
+    assert!(rootfs.join("outside2").is_dir());
+}
+
+#[test]
+fn no_pivot_moves_the_rootfs_onto_slash() {
+    let b = Bundle::new();
+    b.write_spec(&base_spec());
+    let (ok, out) = b.run("nopivot", &["-m"]);
+    expect_ok(ok, &out);
+}
+
+#[test]
+fn kernel_refusal_names_the_mount_and_option() {
+    let b = Bundle::new();
+    let mut spec = base_spec();
+    spec["mounts"] = json!([
+        {"destination": "/bad", "type": "tmpfs", "source": "tmpfs", "options": ["size=lots"]},
+    ]);
+    b.write_spec(&spec);
+    let (ok, out) = b.run("error", &["-m"]);
+    expect_ok(ok, &out);
+    let line = out
+        .lines()
+        .find_map(|l| l.split_once("ERROR: ").map(|x| x.1))
+        .unwrap_or_else(|| panic!("no error line:\n{out}"));
+    assert!(line.contains("mount tmpfs on /bad"), "{line}");
+    assert!(line.contains("size=lots"), "{line}");
+    assert!(out.contains("KIND: InvalidInput"), "{out}");
+}
+
+#[test]
+fn bad_specs_fail_before_mounting() {
+    let mut spec: serde_json::Value = base_spec();
+    spec["mounts"] = json!([{"destination": "/x", "type": "bind", "options": ["rbind"]}]);
+    let spec: Spec = serde_json::from_value(spec).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("berthtest-rootfs-")
+        .tempdir()
+        .unwrap();
+    // not in a private namespace: validation must fail before anything is mounted
+    let err = prepare_rootfs(&spec, dir.path(), &RootfsOptions::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid mounts[0].source: a bind mount needs a source"
+    );
+
+    let mut spec: serde_json::Value = base_spec();
+    spec["linux"]["sysctl"] = json!({"../../etc/passwd": "x"});
+    let spec: Spec = serde_json::from_value(spec).unwrap();
+    let err = finalize_rootfs(&spec).unwrap_err();
+    assert!(err.to_string().contains("must not contain '/'"), "{err}");
+}
