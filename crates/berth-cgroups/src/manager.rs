@@ -401,7 +401,7 @@ impl Manager {
         if signal == libc::SIGKILL {
             if let Some(d) = self.v2_dir() {
                 let f = d.join("cgroup.kill");
-                if f.exists() && !matches!(self.layout, Layout::Hybrid) {
+                if f.exists() {
                     return write_text(&f, "1");
                 }
             }
@@ -424,15 +424,30 @@ impl Manager {
     /// Remove the container's cgroup (and any cgroups nested in it) from every hierarchy,
     /// retrying for a short while when processes are still draining. Idempotent.
     pub fn destroy(&self) -> Result<(), CgroupError> {
-        let mut first_err = None;
-        for h in &self.hierarchies {
-            if let Err(e) = rmdir_tree(&h.dir) {
-                first_err.get_or_insert(e);
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(1);
+        let mut pending: Vec<&Path> = self.hierarchies.iter().map(|h| h.dir.as_path()).collect();
+        loop {
+            let mut busy = Vec::new();
+            for d in pending {
+                match rmdir_tree(d)? {
+                    true => {}
+                    false => busy.push(d),
+                }
             }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
+            let Some(first) = busy.first() else {
+                return Ok(());
+            };
+            let waited = start.elapsed();
+            if waited > DESTROY_WAIT {
+                return Err(CgroupError::Busy {
+                    path: first.to_path_buf(),
+                    waited_ms: waited.as_millis() as u64,
+                });
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(50));
+            pending = busy;
         }
     }
 
@@ -484,40 +499,32 @@ fn collect_pids(dir: &Path, out: &mut Vec<i32>) -> Result<(), CgroupError> {
     Ok(())
 }
 
-/// Remove a cgroup directory and the cgroups nested below it, deepest first.
-fn rmdir_tree(dir: &Path) -> Result<(), CgroupError> {
+/// How long [`Manager::destroy`] waits for processes to leave.
+const DESTROY_WAIT: Duration = Duration::from_millis(1000);
+
+/// Remove a cgroup directory and the cgroups nested below it, deepest first. `Ok(false)` when
+/// a cgroup is still busy (has processes).
+fn rmdir_tree(dir: &Path) -> Result<bool, CgroupError> {
+    let mut all = true;
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                rmdir_tree(&e.path())?;
+                all &= rmdir_tree(&e.path())?;
             }
         }
     }
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(1);
-    loop {
-        match fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == IoKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                let waited = start.elapsed();
-                if waited > Duration::from_millis(1000) {
-                    return Err(CgroupError::Busy {
-                        path: dir.to_path_buf(),
-                        waited_ms: waited.as_millis() as u64,
-                    });
-                }
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_millis(50));
-            }
-            Err(source) => {
-                return Err(CgroupError::Dir {
-                    op: "rmdir",
-                    path: dir.to_path_buf(),
-                    source,
-                })
-            }
-        }
+    if !all {
+        return Ok(false);
+    }
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == IoKind::NotFound => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(false),
+        Err(source) => Err(CgroupError::Dir {
+            op: "rmdir",
+            path: dir.to_path_buf(),
+            source,
+        }),
     }
 }
 

@@ -36,13 +36,7 @@ pub fn resolve(cgroups_path: Option<&str>, container_id: &str) -> Result<CgroupP
         ));
     }
     let p = match cgroups_path {
-        None => {
-            return Ok(CgroupPath::Absolute(vec![
-                "berth".into(),
-                container_id.into(),
-            ]))
-        }
-        Some(p) if p.is_empty() => {
+        None | Some("") => {
             return Ok(CgroupPath::Absolute(vec![
                 "berth".into(),
                 container_id.into(),
