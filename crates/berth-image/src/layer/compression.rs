@@ -183,15 +183,6 @@ impl<R: BufRead> LayerStream<R> {
             }
         }
     }
-
-    /// Bytes of uncompressed stream consumed so far.
-    pub(crate) fn uncompressed_consumed(&self) -> u64 {
-        match self {
-            LayerStream::Plain(h) => h.count,
-            LayerStream::Gzip(h) => h.count,
-            LayerStream::Zstd(h) => h.count,
-        }
-    }
 }
 
 impl<R: BufRead> Read for LayerStream<R> {
@@ -215,9 +206,10 @@ impl<W: Write> Encoder<W> {
     pub(crate) fn new(c: Compression, w: W) -> io::Result<Self> {
         Ok(match c {
             Compression::None => Encoder::None(w),
-            Compression::Gzip => {
-                Encoder::Gzip(flate2::write::GzEncoder::new(w, flate2::Compression::fast()))
-            }
+            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                w,
+                flate2::Compression::fast(),
+            )),
             Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(w, 3)?),
         })
     }

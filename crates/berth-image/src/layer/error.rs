@@ -65,7 +65,11 @@ impl LayerError {
         }
     }
 
-    pub(crate) fn fs(op: &'static str, path: impl Into<String>, err: impl Into<std::io::Error>) -> Self {
+    pub(crate) fn fs(
+        op: &'static str,
+        path: impl Into<String>,
+        err: impl Into<std::io::Error>,
+    ) -> Self {
         LayerError::Fs {
             op,
             path: path.into(),
