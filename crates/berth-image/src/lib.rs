@@ -21,6 +21,6 @@ pub mod timefmt;
 pub use chain::{chain_id, chain_ids};
 pub use error::ImageError;
 pub use select::select_manifest;
-pub use service::{DeleteResponse, HistoryItem, ImageService, ImageSummary, LoadResult, OciDest, ResolvedImage, UnpackReport};
+pub use service::{DeleteResponse, HistoryItem, ImageInspect, ImageService, ImageSummary, LoadResult, OciDest, ResolvedImage, UnpackReport};
 pub use import::ImportOptions;
 pub use spec::{Descriptor, ImageConfig, Index, Manifest, ManifestKind};

@@ -152,6 +152,111 @@ pub struct HistoryItem {
     pub comment: String,
 }
 
+/// `docker image inspect` output (field order as Docker prints it).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageInspect {
+    /// Image id.
+    pub id: String,
+    /// Tags, familiar form.
+    pub repo_tags: Vec<String>,
+    /// Digests, familiar form.
+    pub repo_digests: Vec<String>,
+    /// Always empty (no parent chain for loaded images).
+    pub parent: String,
+    /// Comment.
+    pub comment: String,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// Docker version that built it.
+    pub docker_version: String,
+    /// Author.
+    pub author: String,
+    /// Runtime defaults.
+    pub config: InspectConfig,
+    /// Architecture.
+    pub architecture: String,
+    /// CPU variant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// OS.
+    pub os: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Storage driver.
+    pub graph_driver: GraphDriver,
+    /// Layers.
+    #[serde(rename = "RootFS")]
+    pub root_fs: InspectRootFs,
+    /// Metadata.
+    pub metadata: InspectMetadata,
+    /// The platform manifest's descriptor (Docker ≥ 25 with the containerd store).
+    pub descriptor: Descriptor,
+}
+
+/// The `Config` of an inspect (Docker's container-config shape).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)]
+pub struct InspectConfig {
+    pub hostname: String,
+    pub domainname: String,
+    pub user: String,
+    pub attach_stdin: bool,
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exposed_ports: Option<BTreeMap<String, crate::spec::Empty>>,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    pub env: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::spec::HealthConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args_escaped: Option<bool>,
+    pub image: String,
+    pub volumes: Option<BTreeMap<String, crate::spec::Empty>>,
+    pub working_dir: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub on_build: Option<Vec<String>>,
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shell: Option<Vec<String>>,
+}
+
+/// `GraphDriver` of an inspect.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct GraphDriver {
+    /// Driver data (none: snapshots are internal).
+    pub data: Option<BTreeMap<String, String>>,
+    /// `overlay` or `native`.
+    pub name: String,
+}
+
+/// `RootFS` of an inspect.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectRootFs {
+    /// `layers`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// Diff ids.
+    pub layers: Vec<Digest>,
+}
+
+/// `Metadata` of an inspect.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectMetadata {
+    /// When a name was last set.
+    pub last_tag_time: String,
+}
+
 /// One line of an image removal, as the Docker API returns them.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub enum DeleteResponse {
@@ -762,35 +867,34 @@ impl ImageService {
     }
 
     /// `docker image inspect`, in Docker's JSON shape.
-    pub fn inspect(&self, name_or_id: &str) -> Result<serde_json::Value, ImageError> {
+    pub fn inspect(&self, name_or_id: &str) -> Result<ImageInspect, ImageError> {
         let img = self.resolve(name_or_id)?;
         let c = &img.config;
         let rc = c.config.clone().unwrap_or_default();
-        let mut config = serde_json::json!({
-            "Hostname": "", "Domainname": "", "User": rc.user.clone().unwrap_or_default(),
-            "AttachStdin": false, "AttachStdout": false, "AttachStderr": false,
-            "Tty": false, "OpenStdin": false, "StdinOnce": false,
-            "Env": rc.env, "Cmd": rc.cmd, "Image": "", "Volumes": rc.volumes,
-            "WorkingDir": rc.working_dir.clone().unwrap_or_default(),
-            "Entrypoint": rc.entrypoint, "OnBuild": rc.on_build, "Labels": rc.labels,
-        });
-        if let Some(obj) = config.as_object_mut() {
-            if let Some(p) = &rc.exposed_ports {
-                obj.insert("ExposedPorts".into(), serde_json::json!(p));
-            }
-            if let Some(s) = &rc.stop_signal {
-                obj.insert("StopSignal".into(), serde_json::json!(s));
-            }
-            if let Some(h) = &rc.healthcheck {
-                obj.insert("Healthcheck".into(), serde_json::json!(h));
-            }
-            if let Some(s) = &rc.shell {
-                obj.insert("Shell".into(), serde_json::json!(s));
-            }
-            if let Some(a) = rc.args_escaped {
-                obj.insert("ArgsEscaped".into(), serde_json::json!(a));
-            }
-        }
+        let config = InspectConfig {
+            hostname: String::new(),
+            domainname: String::new(),
+            user: rc.user.clone().unwrap_or_default(),
+            attach_stdin: false,
+            attach_stdout: false,
+            attach_stderr: false,
+            exposed_ports: rc.exposed_ports.clone(),
+            tty: false,
+            open_stdin: false,
+            stdin_once: false,
+            env: rc.env.clone(),
+            cmd: rc.cmd.clone(),
+            healthcheck: rc.healthcheck.clone(),
+            args_escaped: rc.args_escaped,
+            image: String::new(),
+            volumes: rc.volumes.clone(),
+            working_dir: rc.working_dir.clone().unwrap_or_default(),
+            entrypoint: rc.entrypoint.clone(),
+            on_build: rc.on_build.clone(),
+            labels: rc.labels.clone(),
+            stop_signal: rc.stop_signal.clone(),
+            shell: rc.shell.clone(),
+        };
         let comment = c
             .comment
             .clone()
@@ -802,29 +906,35 @@ impl ImageService {
             .map(|r| r.updated)
             .max()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| crate::timefmt::format_rfc3339(d.as_secs() as i64, d.subsec_nanos()));
-        let mut v = serde_json::json!({
-            "Id": img.id.to_string(),
-            "RepoTags": img.repo_tags(),
-            "RepoDigests": img.repo_digests(),
-            "Parent": "",
-            "Comment": comment,
-            "Created": c.created.clone().unwrap_or_default(),
-            "DockerVersion": c.docker_version.clone().unwrap_or_default(),
-            "Author": c.author.clone().unwrap_or_default(),
-            "Config": config,
-            "Architecture": c.architecture,
-            "Os": c.os,
-            "Size": self.image_size(&img),
-            "GraphDriver": {"Data": null, "Name": self.snapshots.name()},
-            "RootFS": {"Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids},
-            "Metadata": {"LastTagTime": last_tag.unwrap_or_default()},
-            "Descriptor": img.manifest_desc,
-        });
-        if let (Some(obj), Some(var)) = (v.as_object_mut(), &c.variant) {
-            obj.insert("Variant".into(), serde_json::json!(var));
-        }
-        Ok(v)
+            .map(|d| crate::timefmt::format_rfc3339(d.as_secs() as i64, d.subsec_nanos()))
+            .unwrap_or_default();
+        Ok(ImageInspect {
+            id: img.id.to_string(),
+            repo_tags: img.repo_tags(),
+            repo_digests: img.repo_digests(),
+            parent: String::new(),
+            comment,
+            created: c.created.clone().unwrap_or_default(),
+            docker_version: c.docker_version.clone().unwrap_or_default(),
+            author: c.author.clone().unwrap_or_default(),
+            config,
+            architecture: c.architecture.clone(),
+            variant: c.variant.clone(),
+            os: c.os.clone(),
+            size: self.image_size(&img),
+            graph_driver: GraphDriver {
+                data: None,
+                name: self.snapshots.name().to_string(),
+            },
+            root_fs: InspectRootFs {
+                kind: c.rootfs.kind.clone(),
+                layers: c.rootfs.diff_ids.clone(),
+            },
+            metadata: InspectMetadata {
+                last_tag_time: last_tag,
+            },
+            descriptor: img.manifest_desc.clone(),
+        })
     }
 
     /// `docker history`, newest first.
