@@ -463,3 +463,50 @@ fn flags_are_passed_to_the_kernel() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     assert!(status.contains("Seccomp:\t2"), "{status}");
 }
+
+#[test]
+fn trap_raises_sigsys() {
+    if !in_child() {
+        let out = run_child("trap_raises_sigsys", &[]);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGSYS),
+            "status {:?}",
+            out.status
+        );
+        return;
+    }
+    load(json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_TRAP"}]
+    }));
+    let _ = rustix::process::getppid();
+    std::process::exit(0);
+}
+
+#[test]
+fn native_arch_is_always_added() {
+    if !in_child() {
+        return assert_child_ok(&run_child("native_arch_is_always_added", &[]));
+    }
+    // Only a foreign arch is listed; the native one is still there (else every syscall here
+    // would hit the bad-arch action and kill the process).
+    let foreign = if cfg!(target_arch = "x86_64") {
+        "SCMP_ARCH_X86"
+    } else {
+        "SCMP_ARCH_X86_64"
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("berthtest")
+        .tempdir()
+        .unwrap();
+    load(json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": [foreign],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOMSG}]
+    }));
+    assert_eq!(
+        errno_of(std::fs::create_dir(dir.path().join("x"))),
+        Some(libc::ENOMSG)
+    );
+}

@@ -91,6 +91,13 @@ pub fn set_mode_filter(program: &[SockFilter], flags: u32) -> io::Result<Option<
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
+    if ret > 0 && flags & FLAG_NEW_LISTENER == 0 {
+        // With TSYNC (and without TSYNC_ESRCH) a positive value is the id of a thread that could
+        // not be synchronised: the filter was not installed.
+        return Err(io::Error::other(format!(
+            "thread {ret} could not be synchronised to the filter (SECCOMP_FILTER_FLAG_TSYNC)"
+        )));
+    }
     if flags & FLAG_NEW_LISTENER != 0 {
         let fd = i32::try_from(ret)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "listener fd out of range"))?;
