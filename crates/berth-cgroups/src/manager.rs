@@ -150,6 +150,21 @@ impl Manager {
         })
     }
 
+    /// A manager over exactly these hierarchies (for example one rebuilt from saved state).
+    pub fn from_parts(layout: Layout, container_id: &str, hierarchies: Vec<Hierarchy>) -> Self {
+        Manager {
+            layout,
+            id: container_id.to_string(),
+            hierarchies,
+        }
+    }
+
+    /// Keep only the hierarchies `keep` accepts (e.g. only cgroup2, or skip `name=` ones).
+    pub fn restrict(mut self, keep: impl Fn(&Hierarchy) -> bool) -> Self {
+        self.hierarchies.retain(|h| keep(h));
+        self
+    }
+
     /// The host's layout.
     pub fn layout(&self) -> Layout {
         self.layout

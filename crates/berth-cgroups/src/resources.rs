@@ -599,3 +599,357 @@ pub(crate) fn apply(m: &Manager, r: &LinuxResources) -> Result<(), CgroupError> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{
+        LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder,
+        LinuxPidsBuilder, LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
+        LinuxWeightDeviceBuilder,
+    };
+    use std::collections::{HashMap, HashSet};
+
+    /// A host with v1 hierarchies at /v1/<ctrl>/c or everything on /v2/c.
+    struct Fake {
+        v2: bool,
+        controllers: Vec<&'static str>,
+        files: HashSet<PathBuf>,
+    }
+
+    impl Host for Fake {
+        fn controller(&self, c: &str) -> Option<Where> {
+            if !self.controllers.contains(&c) {
+                return None;
+            }
+            Some(if self.v2 {
+                Where::V2(PathBuf::from("/v2/c"))
+            } else {
+                Where::V1(PathBuf::from(format!("/v1/{c}/c")))
+            })
+        }
+        fn unified(&self) -> Option<PathBuf> {
+            self.v2.then(|| PathBuf::from("/v2/c"))
+        }
+        fn has_file(&self, p: &Path) -> bool {
+            self.files.contains(p)
+        }
+    }
+
+    fn v1(files: &[&str]) -> Fake {
+        Fake {
+            v2: false,
+            controllers: vec!["memory", "cpu", "cpuset", "pids", "blkio", "hugetlb"],
+            files: files.iter().map(PathBuf::from).collect(),
+        }
+    }
+
+    fn v2(files: &[&str]) -> Fake {
+        Fake {
+            v2: true,
+            controllers: vec!["memory", "cpu", "cpuset", "pids", "blkio", "hugetlb"],
+            files: files.iter().map(PathBuf::from).collect(),
+        }
+    }
+
+    fn writes(steps: &[Step]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for s in steps {
+            match s {
+                Step::Write { path, value } => {
+                    out.push((path.display().to_string(), value.clone()))
+                }
+                Step::Ordered { first, second } => {
+                    out.extend(writes(&[(**first).clone(), (**second).clone()]))
+                }
+            }
+        }
+        out
+    }
+
+    fn pair(a: &str, b: &str) -> (String, String) {
+        (a.to_string(), b.to_string())
+    }
+
+    #[test]
+    fn conversions() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262144), 10000);
+        assert_eq!(shares_to_weight(0), 0);
+        assert_eq!(blkio_weight_to_io(10), 1);
+        assert_eq!(blkio_weight_to_io(500), 4950);
+        assert_eq!(blkio_weight_to_io(1000), 10000);
+        assert_eq!(
+            swap_to_v2(Some(100), Some(300)).unwrap(),
+            Some("200".into())
+        );
+        assert_eq!(swap_to_v2(Some(100), Some(-1)).unwrap(), Some("max".into()));
+        assert_eq!(swap_to_v2(Some(100), None).unwrap(), None);
+        assert_eq!(swap_to_v2(Some(100), Some(0)).unwrap(), None);
+        assert!(swap_to_v2(Some(300), Some(100)).is_err());
+        assert!(swap_to_v2(None, Some(100)).is_err());
+        assert!(swap_to_v2(Some(-1), Some(100)).is_err());
+    }
+
+    fn mem(limit: i64, swap: Option<i64>) -> LinuxResources {
+        let mut b = LinuxMemoryBuilder::default()
+            .limit(limit)
+            .reservation(10i64)
+            .swappiness(5u64);
+        if let Some(s) = swap {
+            b = b.swap(s);
+        }
+        LinuxResourcesBuilder::default()
+            .memory(b.disable_oom_killer(true).build().unwrap())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn memory_v1_with_and_without_memsw() {
+        let host = v1(&["/v1/memory/c/memory.memsw.limit_in_bytes"]);
+        let steps = plan(&host, &mem(100, Some(200))).unwrap();
+        assert!(matches!(steps[0], Step::Ordered { .. }));
+        assert_eq!(
+            writes(&steps),
+            vec![
+                pair("/v1/memory/c/memory.limit_in_bytes", "100"),
+                pair("/v1/memory/c/memory.memsw.limit_in_bytes", "200"),
+                pair("/v1/memory/c/memory.soft_limit_in_bytes", "10"),
+                pair("/v1/memory/c/memory.swappiness", "5"),
+                pair("/v1/memory/c/memory.oom_control", "1"),
+            ]
+        );
+        // unlimited
+        let steps = plan(&host, &mem(-1, Some(-1))).unwrap();
+        assert_eq!(
+            writes(&steps)[0],
+            pair("/v1/memory/c/memory.limit_in_bytes", "-1")
+        );
+        assert_eq!(
+            writes(&steps)[1],
+            pair("/v1/memory/c/memory.memsw.limit_in_bytes", "-1")
+        );
+        // no swap accounting: swap is ignored
+        let steps = plan(&v1(&[]), &mem(100, Some(200))).unwrap();
+        assert_eq!(
+            writes(&steps)[0],
+            pair("/v1/memory/c/memory.limit_in_bytes", "100")
+        );
+        assert_eq!(
+            writes(&steps)[1].0,
+            "/v1/memory/c/memory.soft_limit_in_bytes"
+        );
+        assert!(plan(&host, &mem(300, Some(200))).is_err());
+    }
+
+    #[test]
+    fn memory_v2() {
+        let steps = plan(&v2(&[]), &mem(100, Some(300))).unwrap();
+        assert_eq!(
+            writes(&steps),
+            vec![
+                pair("/v2/c/memory.max", "100"),
+                pair("/v2/c/memory.swap.max", "200"),
+                pair("/v2/c/memory.low", "10"),
+            ]
+        );
+        let steps = plan(&v2(&[]), &mem(-1, None)).unwrap();
+        assert_eq!(writes(&steps)[0], pair("/v2/c/memory.max", "max"));
+    }
+
+    fn cpu() -> LinuxResources {
+        LinuxResourcesBuilder::default()
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .shares(1024u64)
+                    .quota(50000i64)
+                    .period(100000u64)
+                    .realtime_period(1000000u64)
+                    .realtime_runtime(950000i64)
+                    .cpus("0-1,3")
+                    .mems("0")
+                    .build()
+                    .unwrap(),
+            )
+            .pids(LinuxPidsBuilder::default().limit(-1).build().unwrap())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn cpu_v1_and_v2() {
+        let w1 = writes(&plan(&v1(&["/v1/cpu/c/cpu.rt_runtime_us"]), &cpu()).unwrap());
+        assert_eq!(
+            w1,
+            vec![
+                pair("/v1/cpu/c/cpu.shares", "1024"),
+                pair("/v1/cpu/c/cpu.cfs_period_us", "100000"),
+                pair("/v1/cpu/c/cpu.cfs_quota_us", "50000"),
+                pair("/v1/cpu/c/cpu.rt_period_us", "1000000"),
+                pair("/v1/cpu/c/cpu.rt_runtime_us", "950000"),
+                pair("/v1/cpuset/c/cpuset.cpus", "0-1,3"),
+                pair("/v1/cpuset/c/cpuset.mems", "0"),
+                pair("/v1/pids/c/pids.max", "max"),
+            ]
+        );
+        // realtime silently ignored without RT group scheduling
+        let w1 = writes(&plan(&v1(&[]), &cpu()).unwrap());
+        assert!(!w1.iter().any(|(p, _)| p.contains("rt_")));
+        let w2 = writes(&plan(&v2(&[]), &cpu()).unwrap());
+        assert_eq!(
+            w2,
+            vec![
+                pair("/v2/c/cpu.weight", "39"),
+                pair("/v2/c/cpu.max", "50000 100000"),
+                pair("/v2/c/cpuset.cpus", "0-1,3"),
+                pair("/v2/c/cpuset.mems", "0"),
+                pair("/v2/c/pids.max", "max"),
+            ]
+        );
+        let q = LinuxResourcesBuilder::default()
+            .cpu(LinuxCpuBuilder::default().quota(-1i64).build().unwrap())
+            .build()
+            .unwrap();
+        assert_eq!(
+            writes(&plan(&v2(&[]), &q).unwrap()),
+            vec![pair("/v2/c/cpu.max", "max 100000")]
+        );
+        assert_eq!(
+            writes(&plan(&v1(&[]), &q).unwrap()),
+            vec![pair("/v1/cpu/c/cpu.cfs_quota_us", "-1")]
+        );
+        let bad = LinuxResourcesBuilder::default()
+            .cpu(LinuxCpuBuilder::default().cpus("0;rm").build().unwrap())
+            .build()
+            .unwrap();
+        assert!(plan(&v1(&[]), &bad).is_err());
+    }
+
+    fn blkio() -> LinuxResources {
+        let t = |maj: i64, min: i64, rate: u64| {
+            LinuxThrottleDeviceBuilder::default()
+                .major(maj)
+                .minor(min)
+                .rate(rate)
+                .build()
+                .unwrap()
+        };
+        LinuxResourcesBuilder::default()
+            .block_io(
+                LinuxBlockIoBuilder::default()
+                    .weight(500u16)
+                    .weight_device(vec![LinuxWeightDeviceBuilder::default()
+                        .major(8)
+                        .minor(0)
+                        .weight(100u16)
+                        .build()
+                        .unwrap()])
+                    .throttle_read_bps_device(vec![t(8, 0, 1048576)])
+                    .throttle_write_iops_device(vec![t(8, 16, 0)])
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn blkio_v1_and_v2() {
+        // no weight file at all: weight requested -> error naming the directory
+        let e = plan(&v1(&[]), &blkio()).unwrap_err();
+        assert!(e.to_string().contains("blkio.weight"), "{e}");
+        let w1 = writes(&plan(&v1(&["/v1/blkio/c/blkio.bfq.weight"]), &blkio()).unwrap());
+        assert_eq!(
+            w1,
+            vec![
+                pair("/v1/blkio/c/blkio.bfq.weight", "500"),
+                pair("/v1/blkio/c/blkio.bfq.weight_device", "8:0 100"),
+                pair("/v1/blkio/c/blkio.throttle.read_bps_device", "8:0 1048576"),
+                pair("/v1/blkio/c/blkio.throttle.write_iops_device", "8:16 0"),
+            ]
+        );
+        let w2 = writes(&plan(&v2(&[]), &blkio()).unwrap());
+        assert_eq!(
+            w2,
+            vec![
+                pair("/v2/c/io.weight", "default 4950"),
+                pair("/v2/c/io.weight", "8:0 910"),
+                pair("/v2/c/io.max", "8:0 rbps=1048576"),
+                pair("/v2/c/io.max", "8:16 wiops=max"),
+            ]
+        );
+        let w2 = writes(&plan(&v2(&["/v2/c/io.bfq.weight"]), &blkio()).unwrap());
+        assert_eq!(w2[0], pair("/v2/c/io.bfq.weight", "default 500"));
+    }
+
+    #[test]
+    fn hugetlb_and_unified() {
+        let r = LinuxResourcesBuilder::default()
+            .hugepage_limits(vec![LinuxHugepageLimitBuilder::default()
+                .page_size("2MB")
+                .limit(4096i64)
+                .build()
+                .unwrap()])
+            .unified(HashMap::from([
+                ("memory.high".to_string(), "1000".to_string()),
+                ("cgroup.max.depth".to_string(), "2".to_string()),
+            ]))
+            .build()
+            .unwrap();
+        assert_eq!(
+            writes(&plan(&v2(&[]), &r).unwrap()),
+            vec![
+                pair("/v2/c/hugetlb.2MB.max", "4096"),
+                pair("/v2/c/cgroup.max.depth", "2"),
+                pair("/v2/c/memory.high", "1000"),
+            ]
+        );
+        // unified on a pure v1 host
+        assert!(matches!(
+            plan(&v1(&[]), &r),
+            Err(CgroupError::Unsupported(_))
+        ));
+        for bad in ["../x.y", "a/b.c", "nodot", "", ".hidden"] {
+            assert!(!valid_unified_key(bad), "{bad}");
+            let r = LinuxResourcesBuilder::default()
+                .unified(HashMap::from([(bad.to_string(), "1".to_string())]))
+                .build()
+                .unwrap();
+            assert!(
+                matches!(plan(&v2(&[]), &r), Err(CgroupError::Invalid { .. })),
+                "{bad}"
+            );
+        }
+        let badps = LinuxResourcesBuilder::default()
+            .hugepage_limits(vec![LinuxHugepageLimitBuilder::default()
+                .page_size("../2MB")
+                .limit(1i64)
+                .build()
+                .unwrap()])
+            .build()
+            .unwrap();
+        assert!(plan(&v1(&[]), &badps).is_err());
+    }
+
+    #[test]
+    fn missing_controller_errors_only_when_asked() {
+        let none = Fake {
+            v2: false,
+            controllers: vec![],
+            files: HashSet::new(),
+        };
+        assert!(plan(&none, &LinuxResources::default()).unwrap().is_empty());
+        // a memory object with nothing set does not need the controller
+        let empty_mem = LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().build().unwrap())
+            .build()
+            .unwrap();
+        assert!(plan(&none, &empty_mem).unwrap().is_empty());
+        let e = plan(&none, &mem(100, None)).unwrap_err();
+        assert_eq!(e.kind(), berth_core::ErrorKind::Unsupported);
+        assert!(e.to_string().contains("memory"), "{e}");
+        assert!(plan(&none, &cpu()).is_err());
+    }
+}

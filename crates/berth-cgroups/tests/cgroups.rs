@@ -361,6 +361,36 @@ fn bpf_device_filter_on_cgroup2() {
     m.destroy().unwrap();
 }
 
+/// The cgroup2 code paths (freeze through cgroup.freeze, cgroup.kill, cpu.stat) on the host's
+/// cgroup2 mount alone, whatever the layout.
+#[test]
+fn unified_only_freeze_kill_stats() {
+    let parent = Parent::new();
+    let m = parent.child("v2").restrict(|h| h.version == 2);
+    assert_eq!(m.paths().len(), 1, "this test needs a cgroup2 mount");
+    m.create().unwrap();
+    let mut child =
+        Child::spawn("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo ready; exec sleep 30");
+    m.add_task(child.pid()).unwrap();
+    child.go();
+    assert_eq!(child.line(), "ready");
+    assert_eq!(m.pids().unwrap(), vec![child.pid()]);
+    m.freeze().unwrap();
+    assert_eq!(m.state(), FreezerState::Frozen);
+    let ev = read(&m.v2_dir().unwrap().join("cgroup.events"));
+    assert!(ev.contains("frozen 1"), "{ev}");
+    m.thaw().unwrap();
+    assert_eq!(m.state(), FreezerState::Thawed);
+    let st = m.stats().unwrap();
+    assert!(st.cpu.usage.total > 0, "{st:?}");
+    m.kill_all(9).unwrap();
+    let (st, _) = child.wait_output();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(9));
+    m.destroy().unwrap();
+    assert!(!m.paths()[0].dir.exists());
+}
+
 #[test]
 fn errors_name_the_file() {
     let parent = Parent::new();
