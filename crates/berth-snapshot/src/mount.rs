@@ -295,4 +295,52 @@ mod tests {
             .collect();
         assert_eq!(common_parent(&d), Some(PathBuf::from("/s")));
     }
+
+    /// The old-kernel fallback (relative layer paths through mount(8) run in the layers'
+    /// parent directory) mounts a 128-layer chain whose absolute option string exceeds a page.
+    #[test]
+    fn relative_fallback_mounts_long_chain() {
+        let root = tempfile::Builder::new()
+            .prefix("berthtest-mnt-")
+            .tempdir()
+            .unwrap();
+        // A deliberately long base path.
+        let base = root.path().join("x".repeat(120));
+        let mut lowers = Vec::new();
+        for i in 0..128 {
+            let fs = base.join(i.to_string()).join("fs");
+            std::fs::create_dir_all(&fs).unwrap();
+            std::fs::write(fs.join(format!("f{i}")), i.to_string()).unwrap();
+            lowers.push(fs.to_string_lossy().into_owned());
+        }
+        let up = base.join("200/fs");
+        let work = base.join("200/work");
+        let target = root.path().join("m");
+        for d in [&up, &work, &target] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let rest = vec![
+            "index=off".to_string(),
+            format!("workdir={}", work.display()),
+            format!("upperdir={}", up.display()),
+        ];
+        assert!(lowers.join(":").len() > MOUNT_DATA_MAX);
+        mount_overlay_relative(&lowers, &rest, false, &target).unwrap();
+        struct G<'a>(&'a Path);
+        impl Drop for G<'_> {
+            fn drop(&mut self) {
+                let _ = unmount(self.0);
+            }
+        }
+        let g = G(&target);
+        for i in 0..128 {
+            assert_eq!(
+                std::fs::read_to_string(target.join(format!("f{i}"))).unwrap(),
+                i.to_string()
+            );
+        }
+        std::fs::write(target.join("new"), "x").unwrap();
+        drop(g);
+        assert!(up.join("new").exists());
+    }
 }
