@@ -241,3 +241,255 @@ fn gzip_and_zstd_are_detected() {
         assert_eq!(manifest(&h.root()), want);
     }
 }
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct MountGuard(std::path::PathBuf);
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> MountGuard {
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(target)
+        .status()
+        .expect("run mount")
+        .success();
+    assert!(ok, "mount overlay {opts}");
+    MountGuard(target.to_path_buf())
+}
+
+fn base_layer() -> Vec<u8> {
+    tar(&[
+        E::file("a", "a"),
+        E::file("b", "b"),
+        E::dir("d/"),
+        E::file("d/x", "x"),
+        E::file("d/y", "y"),
+        E::dir("o/"),
+        E::file("o/p", "p"),
+        E::dir("o/q/"),
+        E::file("o/q/r", "r"),
+    ])
+}
+
+fn upper_layer() -> Vec<u8> {
+    tar(&[
+        E::file(".wh.a", ""),
+        E::file("c", "c"),
+        E::dir("d/"),
+        E::file("d/.wh.x", ""),
+        E::dir("o/"),
+        E::file("o/new", "new"),
+        E::file("o/.wh..wh..opq", ""),
+        E::file(".wh..wh.plnk", ""),
+    ])
+}
+
+fn names(tar_bytes: &[u8]) -> Vec<String> {
+    let mut a = ::tar::Archive::new(tar_bytes);
+    a.entries()
+        .unwrap()
+        .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
+        .collect()
+}
+
+#[test]
+fn whiteouts_overlay_mode_mount_and_diff_back() {
+    let host = Host::new();
+    let base = host.dir.path();
+    let (lower, upper, work, merged) = (
+        base.join("l"),
+        base.join("u"),
+        base.join("w"),
+        base.join("m"),
+    );
+    for d in [&lower, &upper, &work, &merged] {
+        fs::create_dir(d).unwrap();
+    }
+    apply_layer(&lower, &base_layer()[..], &ApplyOptions::default()).unwrap();
+    let r = apply_layer(&upper, &upper_layer()[..], &ApplyOptions::default()).unwrap();
+    assert_eq!(r.skipped_entries, 1, ".wh..wh.plnk is ignored");
+    let wh = fs::symlink_metadata(upper.join("a")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &wh.file_type()
+    ));
+    assert_eq!(wh.rdev(), 0);
+    assert_eq!(
+        xattr(&upper.join("o"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert!(
+        upper.join("o/new").exists(),
+        "entries before the opaque marker stay"
+    );
+
+    {
+        let _m = mount_overlay(&lower, &upper, &work, &merged);
+        let mut seen: Vec<String> = manifest(&merged).into_keys().collect();
+        seen.sort();
+        assert_eq!(seen, ["b", "c", "d", "d/y", "o", "o/new"]);
+
+        // Diff the upper back into a layer; applying it in Remove mode over the base gives
+        // the merged view.
+        let mut out = Vec::new();
+        let rep = diff(&[&lower], &upper, &mut out, &DiffOptions::default()).unwrap();
+        assert_eq!(rep.diff_id, Digest::sha256_of(&out));
+        let n = names(&out);
+        for want in [".wh.a", "d/.wh.x", "o/.wh..wh..opq", "o/new", "c"] {
+            assert!(n.iter().any(|x| x == want), "{want} missing from {n:?}");
+        }
+        let flat = base.join("flat");
+        fs::create_dir(&flat).unwrap();
+        let rm = ApplyOptions::with_whiteout(WhiteoutMode::Remove);
+        apply_layer(&flat, &base_layer()[..], &rm).unwrap();
+        let r = apply_layer(&flat, &out[..], &rm).unwrap();
+        assert_eq!(r.diff_id, rep.diff_id);
+        assert_eq!(manifest(&flat), manifest(&merged));
+    }
+}
+
+#[test]
+fn whiteouts_remove_mode() {
+    let host = Host::new();
+    let root = host.root();
+    let rm = ApplyOptions::with_whiteout(WhiteoutMode::Remove);
+    apply_layer(&root, &base_layer()[..], &rm).unwrap();
+    apply_layer(&root, &upper_layer()[..], &rm).unwrap();
+    let mut seen: Vec<String> = manifest(&root).into_keys().collect();
+    seen.sort();
+    assert_eq!(seen, ["b", "c", "d", "d/y", "o", "o/new"]);
+}
+
+#[test]
+fn round_trip_apply_diff_apply() {
+    let host = Host::new();
+    let a = host.root();
+    apply_layer(&a, &tar(&rich_layer())[..], &ApplyOptions::default()).unwrap();
+    let mut out1 = Vec::new();
+    let d1 = diff(&[], &a, &mut out1, &DiffOptions::default()).unwrap();
+    let mut out2 = Vec::new();
+    let d2 = diff(&[], &a, &mut out2, &DiffOptions::default()).unwrap();
+    assert_eq!(d1.diff_id, d2.diff_id, "diff is deterministic");
+    assert_eq!(out1, out2);
+
+    let b = host.dir.path().join("b");
+    fs::create_dir(&b).unwrap();
+    let r = apply_layer(&b, &out1[..], &ApplyOptions::default()).unwrap();
+    assert_eq!(r.diff_id, d1.diff_id);
+    assert_eq!(r.entries, d1.entries);
+    let (ma, mb) = (manifest(&a), manifest(&b));
+    assert_eq!(ma, mb);
+    assert!(ma["bin/ping"].contains("nlink=2"), "{}", ma["bin/ping"]);
+
+    // Compressed output: same diff_id, blob digest of the compressed bytes.
+    for c in [Compression::Gzip, Compression::Zstd] {
+        let mut out = Vec::new();
+        let d = diff(&[], &a, &mut out, &DiffOptions::with_compression(c)).unwrap();
+        assert_eq!(detect(&out), c);
+        assert_eq!(d.diff_id, d1.diff_id);
+        assert_eq!(d.compressed_digest, Digest::sha256_of(&out));
+        assert_eq!(d.size, out.len() as u64);
+    }
+}
+
+#[test]
+fn diff_drops_overlay_xattrs_and_keeps_capabilities() {
+    let host = Host::new();
+    let root = host.root();
+    apply_layer(&root, &tar(&rich_layer())[..], &ApplyOptions::default()).unwrap();
+    rustix::fs::setxattr(
+        root.join("etc/passwd"),
+        "trusted.overlay.origin",
+        b"x",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    diff(&[], &root, &mut out, &DiffOptions::default()).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.contains("trusted.overlay"));
+    assert!(text.contains("SCHILY.xattr.security.capability"));
+}
+
+#[test]
+fn diff_dirs_two_full_trees() {
+    let host = Host::new();
+    let old = host.root();
+    let new = host.dir.path().join("new");
+    let check = host.dir.path().join("check");
+    let rm = ApplyOptions::with_whiteout(WhiteoutMode::Remove);
+    for d in [&old, &new, &check] {
+        fs::create_dir_all(d).unwrap();
+        apply_layer(d, &base_layer()[..], &rm).unwrap();
+    }
+    // Change `new` the way a container or a build step would.
+    fs::remove_file(new.join("b")).unwrap();
+    fs::remove_dir_all(new.join("o/q")).unwrap();
+    fs::write(new.join("d/x"), "changed").unwrap();
+    fs::write(new.join("added"), "added").unwrap();
+    fs::write(new.join("d/y2"), "y2").unwrap();
+    fs::remove_file(new.join("d/y2")).unwrap();
+    fs::set_permissions(
+        new.join("d/y"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    fs::remove_file(new.join("a")).unwrap();
+    fs::create_dir(new.join("a")).unwrap();
+    fs::write(new.join("a/inner"), "i").unwrap();
+    fs::hard_link(new.join("added"), new.join("added2")).unwrap();
+    fs::hard_link(new.join("o/p"), new.join("o/p2")).unwrap();
+
+    let mut out = Vec::new();
+    let rep = diff_dirs(&old, &new, &mut out, &DiffOptions::default()).unwrap();
+    let n = names(&out);
+    assert!(n.contains(&".wh.b".to_string()), "{n:?}");
+    assert!(n.contains(&"o/.wh.q".to_string()), "{n:?}");
+    assert!(!n.iter().any(|x| x == "d/y2"), "{n:?}");
+    assert!(
+        n.iter().any(|x| x == "d/"),
+        "parent of a change is written: {n:?}"
+    );
+    let r = apply_layer(&check, &out[..], &rm).unwrap();
+    assert_eq!(r.diff_id, rep.diff_id);
+    assert_eq!(manifest(&check), manifest(&new));
+}
+
+#[test]
+fn verified_digest_mismatch_is_corrupt() {
+    let host = Host::new();
+    let layer = tar(&[E::file("f", "x")]);
+    let wrong = Digest::sha256_of(b"something else");
+    let err = apply_layer_verified(&host.root(), &layer[..], &ApplyOptions::default(), &wrong)
+        .unwrap_err();
+    assert!(matches!(err, LayerError::DigestMismatch { .. }));
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    let host2 = Host::new();
+    let ok = Digest::sha256_of(&layer);
+    apply_layer_verified(&host2.root(), &layer[..], &ApplyOptions::default(), &ok).unwrap();
+}
+
+#[test]
+fn refused_entries_name_the_entry() {
+    let host = Host::new();
+    let err = apply_layer(
+        &host.root(),
+        &tar(&[E::file("../../etc/shadow", "x")])[..],
+        &ApplyOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("../../etc/shadow"), "{err}");
+}

@@ -279,6 +279,7 @@ fn walk_pair<W: Write>(
                     || o.st_mtime != st.st_mtime
                     || o.st_mtime_nsec != st.st_mtime_nsec
                     || (ft != FileType::Directory && o.st_size != st.st_size)
+                    || (ft == FileType::RegularFile && o.st_nlink != st.st_nlink)
                     || o.st_rdev != st.st_rdev
                     || (ft == FileType::Symlink
                         && read_link(old.unwrap_or(new), os, &child)?
@@ -290,6 +291,15 @@ fn walk_pair<W: Write>(
             let sub = open_nofollow(new, os, OFlags::RDONLY | OFlags::DIRECTORY, &child)?;
             if changed {
                 em.dir(&child, &st, &new_x)?;
+            } else {
+                // Written only if something below it is: the applier then restores its
+                // metadata (mtime) after changing its children.
+                em.pending.push(PendingDir {
+                    rel: child.clone(),
+                    st: st.clone(),
+                    xattrs: new_x.clone(),
+                    written: false,
+                });
             }
             let old_sub = match (old, same_type) {
                 (Some(o), true) => Some(open_nofollow(
@@ -307,6 +317,9 @@ fn walk_pair<W: Write>(
                 &child,
                 depth + 1,
             )?;
+            if !changed {
+                em.pending.pop();
+            }
             continue;
         }
         if !changed {
@@ -376,8 +389,19 @@ type Sink<W> = HashWrite<Encoder<HashWrite<W>>>;
 /// xattrs; no atime/ctime, no user/group names; hardlinks to files already in the layer.
 struct Emitter<W: Write> {
     tar: tar::Builder<Sink<W>>,
+    /// Unchanged ancestor directories of the walk position, written before the first entry
+    /// below them.
+    pending: Vec<PendingDir>,
     links: HashMap<(u64, u64), Vec<u8>>,
     entries: u64,
+}
+
+#[derive(Clone)]
+struct PendingDir {
+    rel: RelPath,
+    st: rfs::Stat,
+    xattrs: Vec<(String, Vec<u8>)>,
+    written: bool,
 }
 
 fn ustar_max(v: u64, digits: u32) -> bool {
@@ -392,6 +416,7 @@ impl<W: Write> Emitter<W> {
         Ok(Emitter {
             tar,
             links: HashMap::new(),
+            pending: Vec::new(),
             entries: 0,
         })
     }
@@ -423,6 +448,13 @@ impl<W: Write> Emitter<W> {
         xattrs: &[(String, Vec<u8>)],
         data: Option<File>,
     ) -> Result<(), LayerError> {
+        for i in 0..self.pending.len() {
+            if !self.pending[i].written {
+                self.pending[i].written = true;
+                let d = self.pending[i].clone();
+                self.dir(&d.rel, &d.st, &d.xattrs)?;
+            }
+        }
         let mut h = tar::Header::new_ustar();
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         let (mode, uid, gid, mtime) = match st {
