@@ -93,11 +93,20 @@ fn did_you_mean(suggestion: &Option<String>) -> String {
 /// to be a plausible typo.
 pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let word = word.to_ascii_lowercase();
+    if word.len() >= 3 {
+        if let Some(c) = candidates
+            .iter()
+            .find(|c| c.to_ascii_lowercase().starts_with(&word))
+        {
+            return Some(c);
+        }
+    }
     let (best, dist) = candidates
         .iter()
         .map(|c| (*c, levenshtein(&word, &c.to_ascii_lowercase())))
         .min_by_key(|(_, d)| *d)?;
-    let limit = (word.chars().count().max(best.len()) / 3).max(1);
+    let len = word.chars().count().max(best.len());
+    let limit = if len >= 4 { (len / 3).max(2) } else { 1 };
     (dist <= limit && dist < word.chars().count()).then_some(best)
 }
 

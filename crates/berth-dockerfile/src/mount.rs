@@ -269,14 +269,18 @@ impl MountSpec {
                     )))
                 }
                 "id" => m.id = Some(value),
-                "sharing" => m.sharing = Some(match value.to_ascii_lowercase().as_str() {
-                    "shared" => Sharing::Shared,
-                    "private" => Sharing::Private,
-                    "locked" => Sharing::Locked,
-                    _ => return Err(invalid(format!(
+                "sharing" => {
+                    m.sharing = Some(match value.to_ascii_lowercase().as_str() {
+                        "shared" => Sharing::Shared,
+                        "private" => Sharing::Private,
+                        "locked" => Sharing::Locked,
+                        _ => {
+                            return Err(invalid(format!(
                         "unsupported sharing value {value:?}: expected shared, private or locked"
-                    ))),
-                }),
+                    )))
+                        }
+                    })
+                }
                 "mode" => m.mode = Some(parse_u32(&key, &value, 8)?),
                 "uid" => m.uid = Some(parse_u32(&key, &value, 10)?),
                 "gid" => m.gid = Some(parse_u32(&key, &value, 10)?),

@@ -142,7 +142,8 @@ impl Lexer {
             lex: self,
             depth: 0,
         };
-        p.stop_on(None, self.raw_escapes)
+        let (result, words, _) = p.stop_on(&[], self.raw_escapes)?;
+        Ok((result, words))
     }
 }
 
@@ -213,11 +214,13 @@ impl Proc<'_> {
         c
     }
 
+    /// Process up to (and consuming) one of `stops`, or to the end when `stops` is empty.
+    /// Returns the text, its words, and the stop character met.
     fn stop_on(
         &mut self,
-        stop: Option<char>,
+        stops: &[char],
         raw_escapes: bool,
-    ) -> Result<(String, Vec<String>), ExpandError> {
+    ) -> Result<(String, Vec<String>, Option<char>), ExpandError> {
         self.depth += 1;
         if self.depth > MAX_NESTING {
             return Err(ExpandError::TooDeep);
@@ -225,10 +228,10 @@ impl Proc<'_> {
         let mut result = String::new();
         let mut words = Words::default();
         while let Some(c) = self.peek() {
-            if Some(c) == stop {
+            if stops.contains(&c) {
                 self.next();
                 self.depth -= 1;
-                return Ok((result, words.finish()));
+                return Ok((result, words.finish(), Some(c)));
             }
             match c {
                 '$' => {
@@ -267,11 +270,11 @@ impl Proc<'_> {
                 }
             }
         }
-        if let Some(s) = stop {
+        if let Some(&s) = stops.first() {
             return Err(ExpandError::Unterminated(s));
         }
         self.depth -= 1;
-        Ok((result, words.finish()))
+        Ok((result, words.finish(), None))
     }
 
     fn single_quote(&mut self) -> Result<String, ExpandError> {
@@ -405,8 +408,8 @@ impl Proc<'_> {
             _ => return Err(ExpandError::UnsupportedModifier(modifier)),
         }
         let trims = c == '#' || c == '%';
-        let word = match self.stop_on(Some('}'), trims) {
-            Ok((w, _)) => w,
+        let word = match self.stop_on(&['}'], trims) {
+            Ok((w, _, _)) => w,
             Err(ExpandError::Unterminated('}')) => return Err(ExpandError::MissingBrace),
             Err(e) => return Err(e),
         };
@@ -461,10 +464,18 @@ impl Proc<'_> {
         if all {
             self.next();
         }
-        let (pattern, _) = self.stop_on(Some('/'), true)?;
-        let (replacement, _) = match self.stop_on(Some('}'), true) {
-            Err(ExpandError::Unterminated('}')) => return Err(ExpandError::MissingBrace),
+        let (pattern, _, stop) = match self.stop_on(&['}', '/'], true) {
+            Err(ExpandError::Unterminated(_)) => return Err(ExpandError::MissingBrace),
             other => other?,
+        };
+        // `${var/pattern}` deletes the match, like bash.
+        let replacement = if stop == Some('/') {
+            match self.stop_on(&['}'], true) {
+                Err(ExpandError::Unterminated('}')) => return Err(ExpandError::MissingBrace),
+                other => other?.0,
+            }
+        } else {
+            String::new()
         };
         let Some(value) = self.lookup(name) else {
             if self.lex.skip_unset {
