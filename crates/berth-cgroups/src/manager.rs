@@ -33,6 +33,16 @@ impl Hierarchy {
     pub fn mount_options(&self) -> String {
         self.controllers.join(",")
     }
+
+    /// The last component of the host mount point ("cpu,cpuacct", "systemd", "unified"), i.e.
+    /// the directory under the container's /sys/fs/cgroup where this hierarchy conventionally
+    /// goes. On a pure v2 host the unified hierarchy goes at /sys/fs/cgroup itself instead.
+    pub fn mount_name(&self) -> String {
+        self.mount_point
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
 }
 
 /// The freezer state of a cgroup.
@@ -549,4 +559,81 @@ pub(crate) fn kv_lookup(text: &str, key: &str) -> Option<u64> {
         let mut it = l.split_whitespace();
         (it.next() == Some(key)).then(|| it.next()?.parse().ok())?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn plans_absolute_and_relative_paths() {
+        let mounts = mountinfo::parse_mountinfo(HYBRID).unwrap();
+        let own = mountinfo::parse_proc_cgroup(
+            "3:name=systemd:/user.slice\n2:memory:/mem/x\n1:cpu,cpuacct:/\n0::/u/v\n",
+        )
+        .unwrap();
+        let abs = path::resolve(None, "id1").unwrap();
+        let (layout, hs) = plan_hierarchies(&mounts, &own, &abs).unwrap();
+        assert_eq!(layout, Layout::Hybrid);
+        let dirs: Vec<_> = hs.iter().map(|h| h.dir.display().to_string()).collect();
+        assert_eq!(
+            dirs,
+            vec![
+                "/sys/fs/cgroup/cpu,cpuacct/berth/id1",
+                "/sys/fs/cgroup/memory/berth/id1",
+                "/sys/fs/cgroup/systemd/berth/id1",
+                "/sys/fs/cgroup/unified/berth/id1",
+            ]
+        );
+        assert_eq!(hs[0].mount_options(), "cpu,cpuacct");
+        assert_eq!(hs[0].mount_name(), "cpu,cpuacct");
+        assert_eq!(hs[3].mount_options(), "");
+        let rel = path::resolve(Some("ctr/a"), "a").unwrap();
+        let (_, hs) = plan_hierarchies(&mounts, &own, &rel).unwrap();
+        let dirs: Vec<_> = hs.iter().map(|h| h.dir.display().to_string()).collect();
+        assert_eq!(
+            dirs,
+            vec![
+                "/sys/fs/cgroup/cpu,cpuacct/ctr/a",
+                "/sys/fs/cgroup/memory/mem/x/ctr/a",
+                "/sys/fs/cgroup/systemd/user.slice/ctr/a",
+                "/sys/fs/cgroup/unified/u/v/ctr/a",
+            ]
+        );
+        // relative path, but the process's cgroup is unknown in one hierarchy
+        let partial = mountinfo::parse_proc_cgroup("2:memory:/m\n").unwrap();
+        assert!(plan_hierarchies(&mounts, &partial, &rel).is_err());
+    }
+
+    #[test]
+    fn manager_json_roundtrip() {
+        let m = Manager::from_parts(
+            Layout::V2,
+            "x",
+            vec![Hierarchy {
+                version: 2,
+                controllers: vec![],
+                mount_point: "/sys/fs/cgroup".into(),
+                dir: "/sys/fs/cgroup/berth/x".into(),
+            }],
+        );
+        let j = serde_json::to_string(&m).unwrap();
+        assert!(j.contains("\"layout\":\"v2\""), "{j}");
+        assert_eq!(serde_json::from_str::<Manager>(&j).unwrap(), m);
+    }
+
+    #[test]
+    fn kv_lookup_reads_flat_files() {
+        let t = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(kv_lookup(t, "oom_kill"), Some(3));
+        assert_eq!(kv_lookup(t, "missing"), None);
+        assert_eq!(kv_lookup("populated 1\nfrozen 1\n", "frozen"), Some(1));
+    }
 }

@@ -218,6 +218,12 @@ fn lifecycle_limits_freeze_stats_destroy() {
         }
     }
     let cs = dir_of(&m, "cpuset");
+    if m.v1_dir("cpuset").is_some() {
+        // the new parent got its cpus/mems from the root, or the kernel would refuse tasks
+        let parent_dir = cs.parent().unwrap();
+        assert!(!read(&parent_dir.join("cpuset.cpus")).is_empty());
+        assert!(!read(&parent_dir.join("cpuset.mems")).is_empty());
+    }
     assert_eq!(read(&cs.join("cpuset.cpus")), "0");
     assert_eq!(read(&cs.join("cpuset.mems")), "0");
     assert_eq!(read(&dir_of(&m, "pids").join("pids.max")), "50");
