@@ -190,10 +190,9 @@ pub fn prepare_rootfs(spec: &Spec, bundle: &Path, opts: &RootfsOptions) -> Resul
         propagation.0,
         "make / ".to_string() + propagation_name(propagation.0),
     )?;
-    rustix::mount::mount_bind_recursive(&rootfs, &rootfs)
-        .map_err(|e| RootfsError::os(format!("bind rootfs {rootfs_str} onto itself"), e))?;
     if propagation.0 == Propagation::Shared {
-        // pivot_root refuses a shared parent: make the rootfs's parent mount private
+        // pivot_root refuses a shared parent, and the rootfs bind must not propagate to the
+        // host: make the rootfs's parent mount private first (runc does the same)
         let parent = rootfs.parent().unwrap_or(Path::new("/"));
         let mp = mount_point_of(parent)?;
         mount_change_one(
@@ -202,6 +201,8 @@ pub fn prepare_rootfs(spec: &Spec, bundle: &Path, opts: &RootfsOptions) -> Resul
             format!("make {} private", mp.display()),
         )?;
     }
+    rustix::mount::mount_bind_recursive(&rootfs, &rootfs)
+        .map_err(|e| RootfsError::os(format!("bind rootfs {rootfs_str} onto itself"), e))?;
     let root = rustix::fs::open(
         &rootfs,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -242,9 +243,20 @@ pub fn prepare_rootfs(spec: &Spec, bundle: &Path, opts: &RootfsOptions) -> Resul
                 "make rootfs private".into(),
             )?;
         }
+        let old_root = rustix::fs::open(
+            "/",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| RootfsError::os("open the old root", e))?;
         rustix::process::pivot_root(".", ".")
             .map_err(|e| RootfsError::os(format!("pivot_root to {rootfs_str}"), e))?;
-        // the old root is now stacked on "."; keep its unmount from reaching the host
+        // The old root is now stacked on the new one. Step onto it by fd (what "." means right
+        // after pivot_root is not a kernel promise), make it rslave so that its unmount does not
+        // reach the host, and detach it.
+        rustix::process::fchdir(&old_root)
+            .map_err(|e| RootfsError::os("chdir to the old root", e))?;
+        drop(old_root);
         rustix::mount::mount_change(
             ".",
             MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
@@ -363,30 +375,47 @@ const DEVPTS_SUPER_MAGIC: rustix::fs::FsWord = 0x1cd1;
 /// read-only tmpfs over directories; missing paths ignored), then make the root mount
 /// read-only when `root.readonly` is set.
 pub fn finalize_rootfs(spec: &Spec) -> Result<(), RootfsError> {
+    // validate everything before changing anything
+    let linux = spec.linux().as_ref();
+    let mut sysctl: Vec<(&String, &String)> = linux
+        .and_then(|l| l.sysctl().as_ref())
+        .map(|m| m.iter().collect())
+        .unwrap_or_default();
+    sysctl.sort();
+    for (k, _) in &sysctl {
+        plan::sysctl_path(k)?;
+    }
+    let paths = |field: &str, list: Option<&Vec<String>>| -> Result<Vec<String>, RootfsError> {
+        list.map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                plan::clean_path(p).filter(|c| c != "/").ok_or_else(|| {
+                    RootfsError::invalid(format!("linux.{field}[{i}]"), "empty or /")
+                })
+            })
+            .collect()
+    };
+    let readonly = paths(
+        "readonlyPaths",
+        linux.and_then(|l| l.readonly_paths().as_ref()),
+    )?;
+    let masked = paths("maskedPaths", linux.and_then(|l| l.masked_paths().as_ref()))?;
+
     let root = rustix::fs::open(
         "/",
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )
     .map_err(|e| RootfsError::os("open /", e))?;
-    let linux = spec.linux().as_ref();
-    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
-        let mut keys: Vec<_> = sysctl.iter().collect();
-        keys.sort();
-        for (k, v) in keys {
-            finalize::write_sysctl(root.as_fd(), k, v)?;
-        }
+    for (k, v) in sysctl {
+        finalize::write_sysctl(root.as_fd(), k, v)?;
     }
-    for p in linux
-        .and_then(|l| l.readonly_paths().as_deref())
-        .unwrap_or(&[])
-    {
+    for p in &readonly {
         finalize::readonly_path(root.as_fd(), p)?;
     }
-    for p in linux
-        .and_then(|l| l.masked_paths().as_deref())
-        .unwrap_or(&[])
-    {
+    for p in &masked {
         finalize::mask_path(root.as_fd(), p)?;
     }
     if spec

@@ -150,6 +150,8 @@ fn zz_child_entry() {
         "escape" => child_escape(&spec, &bundle),
         "nopivot" => child_nopivot(&spec, &bundle),
         "error" => child_error(&spec, &bundle),
+        "userns" => child_userns(&spec, &bundle),
+        "shared" => child_shared(&spec, &bundle),
         other => panic!("unknown scenario {other}"),
     }
     println!("CHILD-OK");
@@ -340,6 +342,63 @@ fn child_nopivot(spec: &Spec, bundle: &Path) {
     assert_ne!(root.3, "");
 }
 
+fn child_userns(spec: &Spec, bundle: &Path) {
+    let opts = RootfsOptions {
+        in_user_ns: true,
+        ..RootfsOptions::default()
+    };
+    prepare_rootfs(spec, bundle, &opts).expect("prepare_rootfs");
+    finalize_rootfs(spec).expect("finalize_rootfs");
+    assert_eq!(fs::read_to_string("/etc/marker").unwrap(), "in-rootfs");
+    // devices are binds of the host's nodes (mknod is refused in a user namespace)
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let p = format!("/dev/{name}");
+        let m = mount_at(&p);
+        assert_eq!(m.3, "devtmpfs", "{p}: {m:?}");
+        assert!(
+            fs::metadata(&p).unwrap().file_type().is_char_device(),
+            "{p}"
+        );
+    }
+    fs::write("/dev/null", "x").expect("write /dev/null");
+    // sysfs without a network namespace of our own: the host's, bound read-only
+    let sys = mount_at("/sys");
+    assert_eq!(sys.3, "sysfs");
+    assert!(has_opt(&sys.2, "ro"), "{sys:?}");
+    assert!(Path::new("/sys/kernel").is_dir());
+    let data = mount_at("/data");
+    assert!(has_opt(&data.2, "ro"), "{data:?}");
+    let pts = mount_at("/dev/pts");
+    assert!(!has_opt(&pts.4, "gid=5"), "{pts:?}");
+    assert!(has_opt(&mount_at("/").2, "ro"));
+    assert_eq!(fs::read("/proc/timer_list").unwrap().len(), 0);
+    assert!(has_opt(&mount_at("/proc/sys").2, "ro"));
+}
+
+/// The raw mountinfo line of the visible mount at `mp` (with its propagation fields).
+fn raw_mountinfo_line(mp: &str) -> String {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(mp))
+        .unwrap_or_else(|| panic!("no mount at {mp}"))
+        .to_string()
+}
+
+fn child_shared(spec: &Spec, bundle: &Path) {
+    prepare_rootfs(spec, bundle, &RootfsOptions::default()).expect("prepare_rootfs");
+    finalize_rootfs(spec).expect("finalize_rootfs");
+    let root = raw_mountinfo_line("/");
+    assert!(root.contains(" shared:"), "{root}");
+    let private = raw_mountinfo_line("/private");
+    assert!(!private.contains("shared:"), "{private}");
+    let shared = raw_mountinfo_line("/shared");
+    assert!(shared.contains(" shared:"), "{shared}");
+    let slave = raw_mountinfo_line("/slave");
+    assert!(!slave.contains("shared:"), "{slave}");
+}
+
 fn child_error(spec: &Spec, bundle: &Path) {
     let err = prepare_rootfs(spec, bundle, &RootfsOptions::default()).unwrap_err();
     println!("ERROR: {err}");
@@ -399,9 +458,9 @@ fn run_with_submount(b: &Bundle, scenario: &str, submount: &Path) -> (bool, Stri
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("unshare")
         .args(["-m", "-n", "sh", "-c"])
-        .arg(format!(
-            "mount -t tmpfs berthtest \"$1\" && exec \"$2\" --exact zz_child_entry --nocapture --test-threads=1"
-        ))
+        .arg(
+            "mount -t tmpfs berthtest \"$1\" && exec \"$2\" --exact zz_child_entry --nocapture --test-threads=1",
+        )
         .arg("sh")
         .arg(submount)
         .arg(exe)
@@ -471,6 +530,47 @@ fn symlinked_destinations_stay_inside_the_rootfs() {
         .join("x")
         .is_dir());
     assert!(rootfs.join("outside2").is_dir());
+}
+
+#[test]
+fn user_namespace_binds_devices_and_sysfs() {
+    let b = Bundle::new();
+    let host_dir = b.path().join("hostdata");
+    fs::create_dir(&host_dir).unwrap();
+    let mut spec = base_spec();
+    spec["root"]["readonly"] = json!(true);
+    spec["mounts"] = json!([
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/data", "type": "bind", "source": host_dir, "options": ["rbind", "ro"]},
+    ]);
+    spec["linux"] = json!({
+        "namespaces": [{"type": "user"}, {"type": "mount"}, {"type": "pid"}],
+        "readonlyPaths": ["/proc/sys"],
+        "maskedPaths": ["/proc/timer_list"]
+    });
+    b.write_spec(&spec);
+    let (ok, out) = b.run("userns", &["-U", "-r", "-m", "-p", "-f"]);
+    expect_ok(ok, &out);
+}
+
+#[test]
+fn shared_rootfs_propagation_and_per_mount_propagation() {
+    let b = Bundle::new();
+    let host_dir = b.path().join("hostdata");
+    fs::create_dir(&host_dir).unwrap();
+    let mut spec = base_spec();
+    spec["mounts"] = json!([
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/private", "type": "tmpfs", "source": "tmpfs", "options": ["rprivate"]},
+        {"destination": "/shared", "type": "tmpfs", "source": "tmpfs", "options": ["private", "rshared"]},
+        {"destination": "/slave", "type": "bind", "source": host_dir, "options": ["rbind", "rslave"]},
+    ]);
+    spec["linux"]["rootfsPropagation"] = json!("rshared");
+    b.write_spec(&spec);
+    let (ok, out) = b.run("shared", &["-m"]);
+    expect_ok(ok, &out);
 }
 
 #[test]

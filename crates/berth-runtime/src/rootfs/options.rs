@@ -23,12 +23,13 @@ pub enum Propagation {
 impl Propagation {
     /// The `MS_*` value, as `mount_setattr`'s `propagation` field wants it.
     pub fn ms_flag(self) -> u64 {
-        (match self {
-            Propagation::Shared => libc::MS_SHARED,
-            Propagation::Slave => libc::MS_SLAVE,
-            Propagation::Private => libc::MS_PRIVATE,
-            Propagation::Unbindable => libc::MS_UNBINDABLE,
-        }) as u64
+        // MS_UNBINDABLE, MS_PRIVATE, MS_SLAVE, MS_SHARED from <linux/mount.h>
+        match self {
+            Propagation::Shared => 1 << 20,
+            Propagation::Slave => 1 << 19,
+            Propagation::Private => 1 << 18,
+            Propagation::Unbindable => 1 << 17,
+        }
     }
 
     /// Parse `rootfsPropagation`-style names: `shared`, `rslave`, ... into (type, recursive).
@@ -288,7 +289,22 @@ mod tests {
         );
         assert_eq!(Propagation::parse("rw"), None);
         assert_eq!(Propagation::parse("rro"), None);
-        assert_eq!(Propagation::Slave.ms_flag(), libc::MS_SLAVE as u64);
+        assert_eq!(
+            Propagation::Slave.ms_flag(),
+            u64::from(libc::MS_SLAVE as u32)
+        );
+        assert_eq!(
+            Propagation::Shared.ms_flag(),
+            u64::from(libc::MS_SHARED as u32)
+        );
+        assert_eq!(
+            Propagation::Private.ms_flag(),
+            u64::from(libc::MS_PRIVATE as u32)
+        );
+        assert_eq!(
+            Propagation::Unbindable.ms_flag(),
+            u64::from(libc::MS_UNBINDABLE as u32)
+        );
     }
 
     #[test]

@@ -534,3 +534,305 @@ pub fn sysctl_path(key: &str) -> Result<String, RootfsError> {
     }
     Ok(key.replace('.', "/"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(v: serde_json::Value) -> Spec {
+        let mut base = serde_json::json!({"ociVersion": "1.2.0", "root": {"path": "rootfs"}});
+        for (k, val) in v.as_object().unwrap() {
+            base[k] = val.clone();
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn dests(p: &MountPlan) -> Vec<&str> {
+        p.mounts.iter().map(|m| m.destination.as_str()).collect()
+    }
+
+    #[test]
+    fn clean_paths() {
+        for (input, want) in [
+            ("/proc", Some("/proc")),
+            ("proc/", Some("/proc")),
+            ("/a/./b//c/", Some("/a/b/c")),
+            ("/../../etc", Some("/etc")),
+            ("/a/b/../../..", Some("/")),
+            ("", None),
+        ] {
+            assert_eq!(clean_path(input).as_deref(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn default_dev_goes_first_and_spec_order_is_kept() {
+        let s = spec(serde_json::json!({"mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm"},
+            {"destination": "/data", "type": "none", "source": "/srv", "options": ["rbind"]},
+        ]}));
+        let p = plan_mounts(&s).unwrap();
+        assert_eq!(
+            dests(&p),
+            ["/dev", "/dev/pts", "/proc", "/dev/shm", "/data"]
+        );
+        assert!(p.setup_dev);
+        assert_eq!(p.mounts[0].kind, MountKind::Fs("tmpfs".into()));
+        assert_eq!(p.mounts[0].index, None);
+        assert_eq!(
+            p.mounts[1].options.data,
+            ["newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]
+        );
+        assert_eq!(p.mounts[4].kind, MountKind::Bind);
+        assert!(p.mounts[4].options.recursive_bind);
+        assert_eq!(p.mounts[4].index, Some(2));
+    }
+
+    #[test]
+    fn spec_dev_mount_is_used_and_a_bound_dev_is_left_alone() {
+        let s = spec(serde_json::json!({"mounts": [
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+        ]}));
+        let p = plan_mounts(&s).unwrap();
+        assert_eq!(dests(&p), ["/dev"]);
+        assert!(p.setup_dev);
+        let s = spec(serde_json::json!({"mounts": [
+            {"destination": "/dev/", "type": "bind", "source": "/dev", "options": ["rbind"]},
+        ]}));
+        let p = plan_mounts(&s).unwrap();
+        assert_eq!(dests(&p), ["/dev"]);
+        assert!(!p.setup_dev);
+    }
+
+    #[test]
+    fn sysfs_is_read_only_without_a_network_namespace() {
+        let m = serde_json::json!([{"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["rw"]}]);
+        let p = plan_mounts(&spec(serde_json::json!({"mounts": m}))).unwrap();
+        let sys = p.mounts.iter().find(|m| m.destination == "/sys").unwrap();
+        assert!(sys.options.readonly());
+        let p = plan_mounts(&spec(serde_json::json!({
+            "mounts": m,
+            "linux": {"namespaces": [{"type": "network"}]}
+        })))
+        .unwrap();
+        let sys = p.mounts.iter().find(|m| m.destination == "/sys").unwrap();
+        assert!(!sys.options.readonly());
+    }
+
+    #[test]
+    fn user_namespace_devpts_has_no_gid() {
+        let p = plan_mounts(&spec(serde_json::json!({
+            "linux": {"namespaces": [{"type": "user"}]}
+        })))
+        .unwrap();
+        let pts = p
+            .mounts
+            .iter()
+            .find(|m| m.destination == "/dev/pts")
+            .unwrap();
+        assert!(!pts.options.data.iter().any(|d| d.starts_with("gid=")));
+    }
+
+    #[test]
+    fn bad_mounts_name_the_field() {
+        for (m, want) in [
+            (
+                serde_json::json!({"destination": "/x", "type": "bind"}),
+                "invalid mounts[0].source: a bind mount needs a source",
+            ),
+            (
+                serde_json::json!({"destination": "", "type": "tmpfs"}),
+                "invalid mounts[0].destination: empty",
+            ),
+            (
+                serde_json::json!({"destination": "/x", "source": "x"}),
+                "invalid mounts[0].type: missing filesystem type",
+            ),
+            (
+                serde_json::json!({"destination": "/x", "type": "bind", "source": "/x", "options": ["idmap"]}),
+                "invalid mounts[0].options: option \"idmap\" is not supported",
+            ),
+        ] {
+            let err = plan_mounts(&spec(serde_json::json!({ "mounts": [m] }))).unwrap_err();
+            assert_eq!(err.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn devices_defaults_overrides_and_errors() {
+        let s = spec(serde_json::json!({"linux": {"devices": [
+            {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o600},
+            {"path": "/dev/net/tun", "type": "c", "major": 10, "minor": 200, "uid": 5, "gid": 6},
+            {"path": "/dev/loop0", "type": "b", "major": 7, "minor": 0},
+            {"path": "/dev/pipe", "type": "p"},
+        ]}}));
+        let d = plan_devices(&s).unwrap();
+        let paths: Vec<_> = d.iter().map(|n| n.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/dev/null",
+                "/dev/zero",
+                "/dev/full",
+                "/dev/random",
+                "/dev/urandom",
+                "/dev/tty",
+                "/dev/net/tun",
+                "/dev/loop0",
+                "/dev/pipe"
+            ]
+        );
+        assert_eq!(d[0].mode, 0o600);
+        assert_eq!(d[1].mode, 0o666);
+        assert_eq!(
+            (d[6].major, d[6].minor, d[6].uid, d[6].gid),
+            (10, 200, 5, 6)
+        );
+        assert_eq!(d[7].kind, DeviceKind::Block);
+        assert_eq!(d[8].kind, DeviceKind::Fifo);
+
+        let s = spec(serde_json::json!({"linux": {"devices": [
+            {"path": "/dev/x", "type": "a"}
+        ]}}));
+        assert_eq!(
+            plan_devices(&s).unwrap_err().to_string(),
+            "invalid linux.devices[0].type: must be c, b, u or p"
+        );
+        let s = spec(serde_json::json!({"linux": {"devices": [
+            {"path": "/dev/x", "type": "c", "major": -1}
+        ]}}));
+        assert_eq!(
+            plan_devices(&s).unwrap_err().to_string(),
+            "invalid linux.devices[0].major: -1 is out of range"
+        );
+    }
+
+    const HYBRID_MOUNTINFO: &str = "\
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+23 27 0:22 / /sys rw,relatime - sysfs sysfs rw
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+42 27 0:40 / /mnt/with\\040space rw - tmpfs tmpfs rw
+";
+    const HYBRID_CGROUP: &str = "\
+9:name=systemd:/
+4:memory:/process_api/a54c
+1:cpu,cpuacct:/berth/c1
+0::/berth/c1
+";
+
+    #[test]
+    fn mountinfo_unescapes_paths() {
+        let m = parse_mountinfo(HYBRID_MOUNTINFO);
+        assert_eq!(m.len(), 8);
+        assert_eq!(m[7].mount_point, "/mnt/with space");
+        assert_eq!(m[3].super_options, "rw,cpu,cpuacct");
+        assert_eq!(m[0].fstype, "ext4");
+    }
+
+    #[test]
+    fn hybrid_cgroup_layout() {
+        let layout = cgroup_layout(&parse_mountinfo(HYBRID_MOUNTINFO), HYBRID_CGROUP);
+        let CgroupLayout::Legacy(h) = layout else {
+            panic!("not legacy: {layout:?}")
+        };
+        let got: Vec<(&str, &str, Option<&str>)> = h
+            .iter()
+            .map(|h| (h.name.as_str(), h.fstype.as_str(), h.host_dir.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "cpu,cpuacct",
+                    "cgroup",
+                    Some("/sys/fs/cgroup/cpu,cpuacct/berth/c1")
+                ),
+                (
+                    "memory",
+                    "cgroup",
+                    Some("/sys/fs/cgroup/memory/process_api/a54c")
+                ),
+                ("systemd", "cgroup", Some("/sys/fs/cgroup/systemd")),
+                (
+                    "unified",
+                    "cgroup2",
+                    Some("/sys/fs/cgroup/unified/berth/c1")
+                ),
+            ]
+        );
+        assert_eq!(h[0].controllers, ["cpu", "cpuacct"]);
+        assert_eq!(h[2].controllers, ["name=systemd"]);
+        assert_eq!(
+            cgroup_symlinks(&h),
+            [
+                ("cpu".to_string(), "cpu,cpuacct".to_string()),
+                ("cpuacct".to_string(), "cpu,cpuacct".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn unified_cgroup_layout_and_foreign_roots() {
+        let mi = parse_mountinfo(
+            "30 20 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+        );
+        assert_eq!(
+            cgroup_layout(&mi, "0::/system.slice/x.scope\n"),
+            CgroupLayout::Unified {
+                host_dir: Some("/sys/fs/cgroup/system.slice/x.scope".into())
+            }
+        );
+        // a mount whose root is not an ancestor of our cgroup (e.g. seen from a cgroup
+        // namespace): no host directory to bind
+        let mi =
+            parse_mountinfo("30 20 0:26 /other /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n");
+        assert_eq!(
+            cgroup_layout(&mi, "0::/../mine\n"),
+            CgroupLayout::Unified { host_dir: None }
+        );
+        let mi = parse_mountinfo("30 20 0:26 /a /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n");
+        assert_eq!(
+            cgroup_layout(&mi, "0::/a/b\n"),
+            CgroupLayout::Unified {
+                host_dir: Some("/sys/fs/cgroup/b".into())
+            }
+        );
+        assert_eq!(
+            cgroup_layout(&mi, "0::/ab\n"),
+            CgroupLayout::Unified { host_dir: None }
+        );
+    }
+
+    #[test]
+    fn sysctl_keys() {
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_forward").unwrap(),
+            "net/ipv4/ip_forward"
+        );
+        assert_eq!(
+            sysctl_path("kernel.shm_rmid_forced").unwrap(),
+            "kernel/shm_rmid_forced"
+        );
+        assert_eq!(
+            sysctl_path("net.ipv4.conf.eth-0.forwarding").unwrap(),
+            "net/ipv4/conf/eth-0/forwarding"
+        );
+        for bad in [
+            "",
+            "net/ipv4",
+            "net..ipv4",
+            "..",
+            ".net",
+            "net.",
+            "a b",
+            "net.ipv4.\0",
+        ] {
+            assert!(sysctl_path(bad).is_err(), "{bad:?}");
+        }
+    }
+}
