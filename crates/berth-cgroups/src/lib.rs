@@ -14,6 +14,7 @@ pub mod devices;
 mod error;
 mod manager;
 pub mod mountinfo;
+mod oom;
 pub mod path;
 pub mod resources;
 pub mod stats;
@@ -21,6 +22,7 @@ pub mod stats;
 pub use error::CgroupError;
 pub use manager::{FreezerState, Hierarchy, Manager};
 pub use oci_spec;
+pub use oom::OomWatcher;
 pub use stats::Stats;
 
 use serde::{Deserialize, Serialize};

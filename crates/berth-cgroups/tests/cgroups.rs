@@ -289,6 +289,11 @@ fn oom_kill_is_counted() {
         .unwrap();
     m.apply(&r).unwrap();
     assert_eq!(m.oom_kill_count().unwrap(), 0);
+    let mut watcher = m.oom_watcher().expect("oom watcher");
+    assert_eq!(
+        watcher.wait(Some(Duration::from_millis(20))).unwrap(),
+        Some(0)
+    );
     let mut child = Child::spawn("exec /bin/busybox tail /dev/zero");
     m.add_task(child.pid()).unwrap();
     child.go();
@@ -296,7 +301,18 @@ fn oom_kill_is_counted() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(st.signal(), Some(9), "{st:?}");
     assert!(m.oom_kill_count().unwrap() >= 1);
+    let n = watcher.wait(Some(Duration::from_secs(5))).unwrap();
+    assert!(n.is_some_and(|n| n >= 1), "{n:?}");
     m.destroy().unwrap();
+    // v1 signals the eventfd on removal; v2 reports the cgroup gone
+    let mut gone = None;
+    for _ in 0..3 {
+        gone = Some(watcher.wait(Some(Duration::from_millis(100))).unwrap());
+        if gone == Some(None) {
+            break;
+        }
+    }
+    assert_eq!(gone, Some(None));
 }
 
 #[test]
