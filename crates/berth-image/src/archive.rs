@@ -139,7 +139,10 @@ pub(crate) fn ingest(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 let _ = w.abort();
-                return Err(ImageError::io(format!("read data for ingest {reference}"), e));
+                return Err(ImageError::io(
+                    format!("read data for ingest {reference}"),
+                    e,
+                ));
             }
         };
         if let Err(e) = w.write_all(&buf[..k]) {
@@ -182,13 +185,18 @@ pub(crate) fn read_blob(store: &dyn Store, d: &Digest, max: usize) -> Result<Vec
     b.read_to_end(&mut v)
         .map_err(|e| ImageError::io(format!("read blob {d}"), e))?;
     if Digest::of(d.algorithm(), &v) != *d {
-        return Err(ImageError::Corrupt(format!("blob {d} does not match its digest")));
+        return Err(ImageError::Corrupt(format!(
+            "blob {d} does not match its digest"
+        )));
     }
     Ok(v)
 }
 
 /// The layer media type for stored content, by its magic bytes.
-pub(crate) fn sniff_layer_media_type(store: &dyn Store, d: &Digest) -> Result<&'static str, ImageError> {
+pub(crate) fn sniff_layer_media_type(
+    store: &dyn Store,
+    d: &Digest,
+) -> Result<&'static str, ImageError> {
     let b = store.reader(d).ctx(|| format!("open blob {d}"))?;
     let mut head = [0u8; 4];
     let n = b
@@ -281,7 +289,9 @@ impl<'a> Loader<'a> {
                 }
             }
         }
-        Err(ImageError::Invalid(format!("archive entry {path:?}: too many links")))
+        Err(ImageError::Invalid(format!(
+            "archive entry {path:?}: too many links"
+        )))
     }
 
     /// The entry as a stored blob.
@@ -303,7 +313,9 @@ impl<'a> Loader<'a> {
     fn small(&self, path: &str, max: usize) -> Result<Vec<u8>, ImageError> {
         match self.resolve(path)? {
             Stored::Mem(v) if v.len() <= max => Ok(v.clone()),
-            Stored::Mem(_) => Err(ImageError::Invalid(format!("archive entry {path} too large"))),
+            Stored::Mem(_) => Err(ImageError::Invalid(format!(
+                "archive entry {path} too large"
+            ))),
             Stored::Blob(d, _) => read_blob(self.store, d, max),
             Stored::Link(_) => unreachable_link(path),
         }
@@ -315,7 +327,9 @@ impl<'a> Loader<'a> {
 }
 
 fn unreachable_link<T>(path: &str) -> Result<T, ImageError> {
-    Err(ImageError::Invalid(format!("archive entry {path:?}: unresolved link")))
+    Err(ImageError::Invalid(format!(
+        "archive entry {path:?}: unresolved link"
+    )))
 }
 
 /// Names from an OCI index entry's annotations: containerd's full image name wins; else
@@ -348,7 +362,10 @@ pub(crate) fn check_complete(store: &dyn Store, target: &Descriptor) -> Result<(
     match ManifestKind::parse(Some(&target.media_type), &bytes)? {
         ManifestKind::Manifest(m) => {
             for d in std::iter::once(&m.config).chain(&m.layers) {
-                if !store.exists(&d.digest).ctx(|| format!("stat blob {}", d.digest))? {
+                if !store
+                    .exists(&d.digest)
+                    .ctx(|| format!("stat blob {}", d.digest))?
+                {
                     return Err(ImageError::Invalid(format!(
                         "image {} is incomplete: blob {} is missing",
                         target.digest, d.digest
@@ -360,7 +377,10 @@ pub(crate) fn check_complete(store: &dyn Store, target: &Descriptor) -> Result<(
         ManifestKind::Index(i) => {
             let mut any = false;
             for c in &i.manifests {
-                if store.exists(&c.digest).ctx(|| format!("stat blob {}", c.digest))? {
+                if store
+                    .exists(&c.digest)
+                    .ctx(|| format!("stat blob {}", c.digest))?
+                {
                     check_complete(store, c)?;
                     any = true;
                 }
@@ -479,7 +499,10 @@ fn load_docker(l: &mut Loader<'_>) -> Result<Vec<LoadedImage>, ImageError> {
             .collect::<Result<Vec<_>, _>>()?;
         let target = match by_config.get(&cfg_digest) {
             Some((d, m))
-                if m.layers.iter().map(|x| &x.digest).eq(layers.iter().map(|x| &x.digest)) =>
+                if m.layers
+                    .iter()
+                    .map(|x| &x.digest)
+                    .eq(layers.iter().map(|x| &x.digest)) =>
             {
                 d.clone()
             }
@@ -495,7 +518,10 @@ fn load_docker(l: &mut Loader<'_>) -> Result<Vec<LoadedImage>, ImageError> {
                 };
                 let bytes = serde_json::to_vec(&m)
                     .map_err(|e| ImageError::Invalid(format!("encode manifest: {e}")))?;
-                let c = l.store.write_blob(&bytes, None).ctx(|| "store manifest".into())?;
+                let c = l
+                    .store
+                    .write_blob(&bytes, None)
+                    .ctx(|| "store manifest".into())?;
                 (l.hook)(c.digest())?;
                 Descriptor::new(media::OCI_MANIFEST, c.digest().clone(), bytes.len() as u64)
             }
@@ -513,7 +539,8 @@ pub fn load_oci_dir(
     hook: BlobHook<'_>,
 ) -> Result<Vec<LoadedImage>, ImageError> {
     let read_small = |p: &Path, max: u64| -> Result<Vec<u8>, ImageError> {
-        let f = std::fs::File::open(p).map_err(|e| ImageError::io(format!("open {}", p.display()), e))?;
+        let f = std::fs::File::open(p)
+            .map_err(|e| ImageError::io(format!("open {}", p.display()), e))?;
         let mut v = Vec::new();
         f.take(max + 1)
             .read_to_end(&mut v)
@@ -526,23 +553,41 @@ pub fn load_oci_dir(
     let layout = read_small(&dir.join("oci-layout"), 4096)?;
     let v: serde_json::Value = serde_json::from_slice(&layout)
         .map_err(|e| ImageError::Invalid(format!("parse oci-layout: {e}")))?;
-    if v.get("imageLayoutVersion").and_then(|x| x.as_str()).is_none() {
-        return Err(ImageError::Invalid("oci-layout has no imageLayoutVersion".into()));
+    if v.get("imageLayoutVersion")
+        .and_then(|x| x.as_str())
+        .is_none()
+    {
+        return Err(ImageError::Invalid(
+            "oci-layout has no imageLayoutVersion".into(),
+        ));
     }
-    let idx = Index::from_slice(&read_small(&dir.join("index.json"), MAX_MANIFEST_SIZE as u64)?)?;
-    let copy = |d: &Descriptor, hook: &mut dyn FnMut(&Digest) -> Result<(), ImageError>| -> Result<bool, ImageError> {
+    let idx = Index::from_slice(&read_small(
+        &dir.join("index.json"),
+        MAX_MANIFEST_SIZE as u64,
+    )?)?;
+    let copy = |d: &Descriptor,
+                hook: &mut dyn FnMut(&Digest) -> Result<(), ImageError>|
+     -> Result<bool, ImageError> {
         // The digest was validated: algorithm and hex only, so the join stays inside `dir`.
         let p = dir
             .join("blobs")
             .join(d.digest.algorithm().as_str())
             .join(d.digest.encoded());
-        if !store.exists(&d.digest).ctx(|| format!("stat blob {}", d.digest))? {
+        if !store
+            .exists(&d.digest)
+            .ctx(|| format!("stat blob {}", d.digest))?
+        {
             let f = match std::fs::File::open(&p) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
                 Err(e) => return Err(ImageError::io(format!("open {}", p.display()), e)),
             };
-            ingest(store, "load-oci", f, Some(Expected::new(d.digest.clone(), d.size)))?;
+            ingest(
+                store,
+                "load-oci",
+                f,
+                Some(Expected::new(d.digest.clone(), d.size)),
+            )?;
         }
         hook(&d.digest)?;
         Ok(true)

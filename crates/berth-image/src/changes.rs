@@ -150,7 +150,9 @@ pub fn apply_change(cfg: &mut RunConfig, change: &str) -> Result<(), ImageError>
             };
             for v in list {
                 if v.is_empty() {
-                    return Err(invalid("VOLUME specified can not be an empty string".into()));
+                    return Err(invalid(
+                        "VOLUME specified can not be an empty string".into(),
+                    ));
                 }
                 vols.insert(v, Empty {});
             }
@@ -168,17 +170,21 @@ pub fn apply_change(cfg: &mut RunConfig, change: &str) -> Result<(), ImageError>
         "USER" => cfg.user = Some(args.to_string()),
         "STOPSIGNAL" => cfg.stop_signal = Some(args.to_string()),
         "ONBUILD" => {
-            let inner = args.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+            let inner = args
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_uppercase();
             if matches!(inner.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
-                return Err(invalid(format!("{inner} isn't allowed as an ONBUILD trigger")));
+                return Err(invalid(format!(
+                    "{inner} isn't allowed as an ONBUILD trigger"
+                )));
             }
-            cfg.on_build.get_or_insert_with(Vec::new).push(args.to_string());
+            cfg.on_build
+                .get_or_insert_with(Vec::new)
+                .push(args.to_string());
         }
-        other => {
-            return Err(invalid(format!(
-                "{other} is not a valid change command"
-            )))
-        }
+        other => return Err(invalid(format!("{other} is not a valid change command"))),
     }
     Ok(())
 }
@@ -218,10 +224,7 @@ mod tests {
         }
         assert_eq!(c.cmd.unwrap(), ["/bin/sh", "-c", "echo hi"]);
         assert_eq!(c.entrypoint.unwrap(), ["/bin/sh", "-c", "/init --flag"]);
-        assert_eq!(
-            c.env.unwrap(),
-            ["B=two words", "LEGACY=some value", "A=3"]
-        );
+        assert_eq!(c.env.unwrap(), ["B=two words", "LEGACY=some value", "A=3"]);
         assert_eq!(c.working_dir.as_deref(), Some("/app/sub"));
         assert_eq!(c.user.as_deref(), Some("1000:1000"));
         let ports: Vec<_> = c.exposed_ports.unwrap().into_keys().collect();

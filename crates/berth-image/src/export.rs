@@ -78,7 +78,8 @@ fn index_for(images: &[ExportImage], style: RefNameStyle) -> Index {
                     }
                 }
                 RefNameStyle::Full => {
-                    d.annotations.insert(ANNOTATION_REF_NAME.into(), n.to_string());
+                    d.annotations
+                        .insert(ANNOTATION_REF_NAME.into(), n.to_string());
                 }
             }
             manifests.push(d);
@@ -153,7 +154,10 @@ pub fn write_docker_archive(
     };
     t.dir("blobs/")?;
     let blobs = blobs_of(images);
-    let mut algs: Vec<&str> = blobs.iter().map(|d| d.digest.algorithm().as_str()).collect();
+    let mut algs: Vec<&str> = blobs
+        .iter()
+        .map(|d| d.digest.algorithm().as_str())
+        .collect();
     algs.sort();
     algs.dedup();
     for a in algs {
@@ -170,7 +174,12 @@ pub fn write_docker_archive(
         .map(|i| ArchiveManifestEntry {
             config: path_of(&i.manifest.config.digest),
             repo_tags: Some(i.names.iter().map(familiar_tag).collect()),
-            layers: i.manifest.layers.iter().map(|l| path_of(&l.digest)).collect(),
+            layers: i
+                .manifest
+                .layers
+                .iter()
+                .map(|l| path_of(&l.digest))
+                .collect(),
             layer_sources: None,
         })
         .collect();
@@ -240,16 +249,25 @@ pub fn write_oci_dir(
             continue;
         }
         let tmp = adir.join(format!(".{}.tmp", d.digest.encoded()));
-        let mut r = store.reader(&d.digest).ctx(|| format!("open blob {}", d.digest))?;
-        let mut f = std::fs::File::create(&tmp).map_err(io_err(format!("create {}", tmp.display())))?;
+        let mut r = store
+            .reader(&d.digest)
+            .ctx(|| format!("open blob {}", d.digest))?;
+        let mut f =
+            std::fs::File::create(&tmp).map_err(io_err(format!("create {}", tmp.display())))?;
         io::copy(&mut r, &mut f).map_err(io_err(format!("write {}", tmp.display())))?;
-        f.sync_all().map_err(io_err(format!("fsync {}", tmp.display())))?;
+        f.sync_all()
+            .map_err(io_err(format!("fsync {}", tmp.display())))?;
         std::fs::rename(&tmp, &p).map_err(io_err(format!("rename {}", p.display())))?;
     }
     let ipath = dir.join("index.json");
     let mut idx = match std::fs::read(&ipath) {
         Ok(b) if b.len() <= MAX_MANIFEST_SIZE => Index::from_slice(&b)?,
-        Ok(_) => return Err(ImageError::Invalid(format!("{} is too large", ipath.display()))),
+        Ok(_) => {
+            return Err(ImageError::Invalid(format!(
+                "{} is too large",
+                ipath.display()
+            )))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => index_for(&[], style),
         Err(e) => return Err(ImageError::io(format!("read {}", ipath.display()), e)),
     };

@@ -97,7 +97,11 @@ pub fn import_rootfs(
         schema_version: 2,
         media_type: Some(media::OCI_MANIFEST.into()),
         artifact_type: None,
-        config: Descriptor::new(media::OCI_CONFIG, c.digest().clone(), cfg_bytes.len() as u64),
+        config: Descriptor::new(
+            media::OCI_CONFIG,
+            c.digest().clone(),
+            cfg_bytes.len() as u64,
+        ),
         layers: vec![Descriptor::new(media::OCI_LAYER, diff_id, size)],
         subject: None,
         annotations: BTreeMap::new(),
@@ -109,7 +113,11 @@ pub fn import_rootfs(
         .ctx(|| "store manifest".into())?;
     hook(m.digest())?;
     Ok(Imported {
-        manifest_desc: Descriptor::new(media::OCI_MANIFEST, m.digest().clone(), mbytes.len() as u64),
+        manifest_desc: Descriptor::new(
+            media::OCI_MANIFEST,
+            m.digest().clone(),
+            mbytes.len() as u64,
+        ),
         config,
     })
 }

@@ -20,7 +20,10 @@ pub mod timefmt;
 
 pub use chain::{chain_id, chain_ids};
 pub use error::ImageError;
-pub use select::select_manifest;
-pub use service::{DeleteResponse, HistoryItem, ImageInspect, ImageService, ImageSummary, LoadResult, OciDest, ResolvedImage, UnpackReport};
 pub use import::ImportOptions;
+pub use select::select_manifest;
+pub use service::{
+    DeleteResponse, HistoryItem, ImageInspect, ImageService, ImageSummary, LoadResult, OciDest,
+    ResolvedImage, UnpackReport,
+};
 pub use spec::{Descriptor, ImageConfig, Index, Manifest, ManifestKind};

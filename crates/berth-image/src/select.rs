@@ -68,8 +68,7 @@ fn is_attestation(d: &Descriptor) -> bool {
     d.annotations
         .get("vnd.docker.reference.type")
         .is_some_and(|t| t == "attestation-manifest")
-        || d
-            .platform
+        || d.platform
             .as_ref()
             .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
 }
@@ -164,16 +163,38 @@ mod tests {
             Err("no matching manifest for linux/amd64 in the manifest list entries".into())
         );
         // a v8 host runs an arm64 image that names no variant; arm v7 host falls back to v6
-        assert_eq!(pick(&index(vec![entry(Some("linux/arm64"), 0)]), "linux/arm64/v8"), Ok(0));
         assert_eq!(
-            pick(&index(vec![entry(Some("linux/arm/v5"), 0), entry(Some("linux/arm/v6"), 1)]), "linux/arm/v7"),
+            pick(
+                &index(vec![entry(Some("linux/arm64"), 0)]),
+                "linux/arm64/v8"
+            ),
+            Ok(0)
+        );
+        assert_eq!(
+            pick(
+                &index(vec![
+                    entry(Some("linux/arm/v5"), 0),
+                    entry(Some("linux/arm/v6"), 1)
+                ]),
+                "linux/arm/v7"
+            ),
             Ok(1)
         );
         // entries without a platform are a last resort
-        assert_eq!(pick(&index(vec![entry(None, 0), entry(Some("linux/amd64"), 1)]), "linux/amd64"), Ok(1));
+        assert_eq!(
+            pick(
+                &index(vec![entry(None, 0), entry(Some("linux/amd64"), 1)]),
+                "linux/amd64"
+            ),
+            Ok(1)
+        );
         assert_eq!(pick(&index(vec![entry(None, 0)]), "linux/amd64"), Ok(0));
         // the attestation is never chosen even if it is the only entry
-        assert!(pick(&index(vec![entry(Some("unknown/unknown"), 0)]), "linux/amd64").is_err());
+        assert!(pick(
+            &index(vec![entry(Some("unknown/unknown"), 0)]),
+            "linux/amd64"
+        )
+        .is_err());
     }
 
     #[test]

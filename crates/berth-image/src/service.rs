@@ -78,6 +78,7 @@ impl ResolvedImage {
         let mut v: Vec<Reference> = self
             .records
             .iter()
+            .filter(|r| r.name.parse::<Digest>().is_err())
             .filter_map(|r| Reference::parse(&r.name).ok())
             .collect();
         v.sort_by_key(|r| r.to_string());
@@ -340,8 +341,10 @@ fn is_full_id(s: &str) -> Option<Digest> {
 
 fn is_id_prefix(s: &str) -> Option<&str> {
     let hex = s.strip_prefix("sha256:").unwrap_or(s);
-    (!hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-        .then_some(hex)
+    (!hex.is_empty()
+        && hex.len() <= 64
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    .then_some(hex)
 }
 
 fn created_secs(cfg: &ImageConfig) -> i64 {
@@ -440,7 +443,11 @@ impl ImageService {
     }
 
     fn config_of(&self, m: &Manifest) -> Result<ImageConfig, ImageError> {
-        ImageConfig::from_slice(&read_blob(&self.content, &m.config.digest, MAX_CONFIG_SIZE)?)
+        ImageConfig::from_slice(&read_blob(
+            &self.content,
+            &m.config.digest,
+            MAX_CONFIG_SIZE,
+        )?)
     }
 
     fn resolve_records(&self, records: Vec<Image>) -> Result<ResolvedImage, ImageError> {
@@ -452,7 +459,10 @@ impl ImageService {
         let (manifest_desc, manifest) = self.platform_manifest(&tdesc)?;
         let config = self.config_of(&manifest)?;
         let id = manifest.config.digest.clone();
-        let records = self.db.images_with_id(&id).ctx(|| format!("list images of {id}"))?;
+        let records = self
+            .db
+            .images_with_id(&id)
+            .ctx(|| format!("list images of {id}"))?;
         let records = if records.is_empty() {
             vec![first.clone()]
         } else {
@@ -472,7 +482,10 @@ impl ImageService {
     pub fn resolve(&self, name_or_id: &str) -> Result<ResolvedImage, ImageError> {
         let not_found = || ImageError::NotFound(format!("No such image: {name_or_id}"));
         if let Some(id) = is_full_id(name_or_id) {
-            let recs = self.db.images_with_id(&id).ctx(|| format!("find image {id}"))?;
+            let recs = self
+                .db
+                .images_with_id(&id)
+                .ctx(|| format!("find image {id}"))?;
             return if recs.is_empty() {
                 Err(not_found())
             } else {
@@ -486,9 +499,7 @@ impl ImageService {
                     .images_with_target(d)
                     .ctx(|| format!("find image {name_or_id}"))?
                     .into_iter()
-                    .filter(|i| {
-                        Reference::parse(&i.name).is_ok_and(|n| n.name() == r.name())
-                    })
+                    .filter(|i| Reference::parse(&i.name).is_ok_and(|n| n.name() == r.name()))
                     .collect();
                 if !recs.is_empty() {
                     return self.resolve_records(recs);
@@ -512,7 +523,10 @@ impl ImageService {
                 0 => {}
                 1 => {
                     let id = ids.into_iter().next().ok_or_else(not_found)?;
-                    let recs = self.db.images_with_id(&id).ctx(|| format!("find image {id}"))?;
+                    let recs = self
+                        .db
+                        .images_with_id(&id)
+                        .ctx(|| format!("find image {id}"))?;
                     return self.resolve_records(recs);
                 }
                 _ => {
@@ -676,7 +690,12 @@ impl ImageService {
         }
         let dangling = id.to_string();
         if names.is_empty() {
-            if self.db.images_with_id(id).map(|v| v.is_empty()).unwrap_or(true) {
+            if self
+                .db
+                .images_with_id(id)
+                .map(|v| v.is_empty())
+                .unwrap_or(true)
+            {
                 self.db
                     .put_image(&Image::new(dangling, t, Some(id.clone())))
                     .ctx(|| format!("record image {id}"))?;
@@ -685,9 +704,18 @@ impl ImageService {
             let _ = self.db.delete_image(&dangling);
         }
         for (target, old_id) in orphans {
-            if self.db.images_with_id(&old_id).map(|v| v.is_empty()).unwrap_or(false) {
+            if self
+                .db
+                .images_with_id(&old_id)
+                .map(|v| v.is_empty())
+                .unwrap_or(false)
+            {
                 self.db
-                    .put_image(&Image::new(old_id.to_string(), target, Some(old_id.clone())))
+                    .put_image(&Image::new(
+                        old_id.to_string(),
+                        target,
+                        Some(old_id.clone()),
+                    ))
                     .ctx(|| format!("record image {old_id}"))?;
             }
         }
@@ -779,12 +807,18 @@ impl ImageService {
             let img = self.resolve(n)?;
             // By name: that name; by id: no names (as docker save does).
             let tag = match Reference::parse(n) {
-                Ok(r) if is_full_id(n).is_none() && img.records.iter().any(|x| x.name == r.to_string()) => {
+                Ok(r)
+                    if is_full_id(n).is_none()
+                        && img.records.iter().any(|x| x.name == r.to_string()) =>
+                {
                     Some(r)
                 }
                 _ => None,
             };
-            match out.iter_mut().find(|e| e.manifest_desc.digest == img.manifest_desc.digest) {
+            match out
+                .iter_mut()
+                .find(|e| e.manifest_desc.digest == img.manifest_desc.digest)
+            {
                 Some(e) => {
                     if let Some(t) = tag {
                         if !e.names.contains(&t) {
@@ -818,9 +852,9 @@ impl ImageService {
                     .map_err(|e| ImageError::io(format!("create {}", p.display()), e))?;
                 let mut w = std::io::BufWriter::new(f);
                 export::write_oci_archive(&self.content, &set, RefNameStyle::Full, &mut w)?;
-                let f = w
-                    .into_inner()
-                    .map_err(|e| ImageError::io(format!("write {}", p.display()), e.into_error()))?;
+                let f = w.into_inner().map_err(|e| {
+                    ImageError::io(format!("write {}", p.display()), e.into_error())
+                })?;
                 f.sync_all()
                     .map_err(|e| ImageError::io(format!("fsync {}", p.display()), e))
             }
@@ -993,7 +1027,11 @@ impl ImageService {
                 "refusing to create a tag with a digest reference: {dst}"
             )));
         }
-        let t = Descriptor::new(&img.target.media_type, img.target.digest.clone(), img.target.size);
+        let t = Descriptor::new(
+            &img.target.media_type,
+            img.target.digest.clone(),
+            img.target.size,
+        );
         self.register(&t, &img.id, &[r]).map(|_| ())
     }
 
@@ -1005,9 +1043,18 @@ impl ImageService {
             .delete_image(&r.to_string())
             .ctx(|| format!("untag {name}"))?;
         if let Some(id) = &old.id {
-            if self.db.images_with_id(id).map(|v| v.is_empty()).unwrap_or(false) {
+            if self
+                .db
+                .images_with_id(id)
+                .map(|v| v.is_empty())
+                .unwrap_or(false)
+            {
                 self.db
-                    .put_image(&Image::new(id.to_string(), old.target.clone(), Some(id.clone())))
+                    .put_image(&Image::new(
+                        id.to_string(),
+                        old.target.clone(),
+                        Some(id.clone()),
+                    ))
                     .ctx(|| format!("record image {id}"))?;
             }
         }
@@ -1078,7 +1125,11 @@ impl ImageService {
                 .ctx(|| format!("untag {r}"))?;
             out.push(DeleteResponse::Untagged(r.familiar()));
         }
-        for rec in self.db.images_with_id(&img.id).ctx(|| format!("list images of {}", img.id))? {
+        for rec in self
+            .db
+            .images_with_id(&img.id)
+            .ctx(|| format!("list images of {}", img.id))?
+        {
             self.db
                 .delete_image(&rec.name)
                 .ctx(|| format!("delete image {}", rec.name))?;

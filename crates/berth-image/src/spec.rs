@@ -97,7 +97,11 @@ pub struct DescriptorPlatform {
     /// Operating system.
     pub os: String,
     /// OS version (Windows).
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     /// OS features.
     #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
@@ -506,7 +510,11 @@ pub struct ImageConfig {
     #[serde(default)]
     pub os: String,
     /// OS version.
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     /// Runtime defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -615,7 +623,10 @@ mod tests {
             i.manifests[0].platform.as_ref().unwrap().to_platform(),
             Platform::parse("linux/arm64/v8").unwrap()
         );
-        let body2 = format!(r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#, media::OCI_INDEX);
+        let body2 = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#,
+            media::OCI_INDEX
+        );
         assert!(ManifestKind::parse(Some(media::OCI_MANIFEST), body2.as_bytes()).is_err());
     }
 
@@ -623,15 +634,47 @@ mod tests {
     fn rejects_bad_bodies() {
         let cases: Vec<(String, &str)> = vec![
             ("{".into(), "truncated json"),
-            (r#"{"schemaVersion":1,"config":{"mediaType":"a/b","size":1,"digest":"sha256:00"}}"#.into(), "bad digest"),
-            (format!(r#"{{"schemaVersion":1,"config":{{"mediaType":"a/b","size":1,"digest":"{D1}"}}}}"#), "schema 1"),
-            (format!(r#"{{"schemaVersion":2,"config":{{"mediaType":"a/b","size":-1,"digest":"{D1}"}}}}"#), "negative size"),
-            (format!(r#"{{"schemaVersion":2,"config":{{"mediaType":"","size":1,"digest":"{D1}"}}}}"#), "empty media type"),
-            (format!(r#"{{"schemaVersion":2,"mediaType":"text/html","config":{{"mediaType":"a/b","size":1,"digest":"{D1}"}}}}"#), "wrong media type"),
-            (format!(r#"{{"schemaVersion":2,"config":{{"mediaType":"a/b","size":1,"digest":"md5:{D1}"}}}}"#), "md5"),
+            (
+                r#"{"schemaVersion":1,"config":{"mediaType":"a/b","size":1,"digest":"sha256:00"}}"#
+                    .into(),
+                "bad digest",
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":1,"config":{{"mediaType":"a/b","size":1,"digest":"{D1}"}}}}"#
+                ),
+                "schema 1",
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"config":{{"mediaType":"a/b","size":-1,"digest":"{D1}"}}}}"#
+                ),
+                "negative size",
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"config":{{"mediaType":"","size":1,"digest":"{D1}"}}}}"#
+                ),
+                "empty media type",
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"text/html","config":{{"mediaType":"a/b","size":1,"digest":"{D1}"}}}}"#
+                ),
+                "wrong media type",
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"config":{{"mediaType":"a/b","size":1,"digest":"md5:{D1}"}}}}"#
+                ),
+                "md5",
+            ),
         ];
         for (body, what) in cases {
-            assert!(ManifestKind::parse(None, body.as_bytes()).is_err(), "{what} accepted");
+            assert!(
+                ManifestKind::parse(None, body.as_bytes()).is_err(),
+                "{what} accepted"
+            );
         }
         let huge = vec![b' '; MAX_MANIFEST_SIZE + 1];
         assert!(ManifestKind::parse(None, &huge).is_err());
@@ -651,7 +694,10 @@ mod tests {
         assert_eq!(rc.cmd.as_deref(), Some(&["sh".to_string()][..]));
         assert!(rc.entrypoint.is_none());
         assert!(rc.exposed_ports.as_ref().unwrap().contains_key("80/tcp"));
-        assert_eq!(rc.healthcheck.as_ref().unwrap().interval, Some(1_000_000_000));
+        assert_eq!(
+            rc.healthcheck.as_ref().unwrap().interval,
+            Some(1_000_000_000)
+        );
         assert!(c.history[1].empty_layer);
         let again = ImageConfig::from_slice(&serde_json::to_vec(&c).unwrap()).unwrap();
         assert_eq!(again, c);

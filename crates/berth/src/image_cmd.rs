@@ -200,7 +200,8 @@ fn ago(secs: i64) -> String {
 
 /// Run `berth image ...`; returns the exit code.
 pub fn run(args: ImageArgs) -> anyhow::Result<i32> {
-    let cli = match Cli::try_parse_from(std::iter::once("berth image".to_string()).chain(args.args)) {
+    let cli = match Cli::try_parse_from(std::iter::once("berth image".to_string()).chain(args.args))
+    {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -270,7 +271,9 @@ pub fn run(args: ImageArgs) -> anyhow::Result<i32> {
                 }
                 None => {
                     if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                        bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+                        bail!(
+                            "cowardly refusing to save to a terminal. Use the -o flag or redirect"
+                        );
                     }
                     let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut out);
                     s.save(&images, &mut w)?;
@@ -484,8 +487,14 @@ mod tests {
             t,
             "REPOSITORY   TAG        IMAGE ID\nbusybox      latest     0123456789ab\n"
         );
-        assert_eq!(split_tag("localhost:5000/a:v1"), ("localhost:5000/a".into(), "v1".into()));
-        assert_eq!(split_tag("localhost:5000/a"), ("localhost:5000/a".into(), "<none>".into()));
+        assert_eq!(
+            split_tag("localhost:5000/a:v1"),
+            ("localhost:5000/a".into(), "v1".into())
+        );
+        assert_eq!(
+            split_tag("localhost:5000/a"),
+            ("localhost:5000/a".into(), "<none>".into())
+        );
         assert_eq!(truncate("abcdef", 4), "abc…");
     }
 }
