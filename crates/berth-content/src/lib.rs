@@ -43,7 +43,7 @@ pub struct Info {
     pub digest: Digest,
     /// Its size in bytes.
     pub size: u64,
-    /// When it was committed (the file's modification time).
+    /// When it was committed (the file's inode change time: commit chmods and renames it).
     pub created: SystemTime,
 }
 

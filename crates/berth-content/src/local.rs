@@ -5,11 +5,22 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::os::unix::fs::MetadataExt;
+
 use berth_core::{Algorithm, Digest};
 use sha2::Digest as _;
 
 use crate::writer::{lock_dir, recorded_expected, still_linked};
 use crate::{Blob, Error, Expected, Info, IngestStatus, Result, Store, Writer};
+
+/// When a blob was committed: its inode change time (commit chmods and renames it).
+fn commit_time(m: &fs::Metadata) -> SystemTime {
+    let (s, ns) = (m.ctime(), m.ctime_nsec());
+    if s < 0 {
+        return UNIX_EPOCH;
+    }
+    UNIX_EPOCH + Duration::new(s as u64, ns.clamp(0, 999_999_999) as u32)
+}
 
 /// A content store in a directory: `blobs/<alg>/<hex>` and `ingest/<sha256(ref)>/`.
 #[derive(Debug, Clone)]
@@ -25,8 +36,16 @@ impl LocalStore {
         let root = root.as_ref().to_path_buf();
         let blobs = root.join("blobs");
         let ingest = root.join("ingest");
-        for d in [&blobs, &ingest] {
-            fs::create_dir_all(d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+        let sha256 = blobs.join(Algorithm::Sha256.as_str());
+        for d in [&sha256, &ingest] {
+            if !d.is_dir() {
+                fs::create_dir_all(d)
+                    .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+                // Make the new directories durable before blobs are renamed into them.
+                for p in [d.as_path(), blobs.as_path(), root.as_path()] {
+                    let _ = crate::writer::sync_dir(p);
+                }
+            }
         }
         Ok(LocalStore {
             root,
@@ -150,7 +169,7 @@ impl Store for LocalStore {
             Ok(m) if m.is_file() => Ok(Info {
                 digest: digest.clone(),
                 size: m.len(),
-                created: m.modified().unwrap_or(UNIX_EPOCH),
+                created: commit_time(&m),
             }),
             Ok(_) => Err(Error::NotFound(digest.clone())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound(digest.clone())),
@@ -238,7 +257,7 @@ impl Store for LocalStore {
                     out.push(Info {
                         digest,
                         size: m.len(),
-                        created: m.modified().unwrap_or(UNIX_EPOCH),
+                        created: commit_time(&m),
                     });
                 }
             }

@@ -356,17 +356,7 @@ impl Db {
         tail: &str,
         args: [String; N],
     ) -> Result<Vec<Image>> {
-        self.tx(what, |tx| {
-            let mut st = tx
-                .prepare(&format!("SELECT {IMAGE_COLS} FROM images {tail}"))
-                .map_err(|e| Error::db(what, e))?;
-            let raw = st
-                .query_map(rusqlite::params_from_iter(args.iter()), image_row)
-                .map_err(|e| Error::db(what, e))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(|e| Error::db(what, e))?;
-            raw.into_iter().map(finish_image).collect()
-        })
+        self.tx(what, |tx| query_images_tx(tx, what, tail, args))
     }
 
     /// Delete the record `name`; returns it.
@@ -464,21 +454,8 @@ impl Db {
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, String, String)>> {
-        let what = format!("list blob labels {prefix}*");
-        self.tx(&what, |tx| {
-            let mut st = tx
-                .prepare(
-                    "SELECT digest, key, value FROM content_labels WHERE substr(key, 1, ?2) = ?1",
-                )
-                .map_err(|e| Error::db(&what, e))?;
-            let v = st
-                .query_map(params![prefix, prefix.len() as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .map_err(|e| Error::db(&what, e))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(|e| Error::db(&what, e))?;
-            Ok(v)
+        self.tx(&format!("list blob labels {prefix}*"), |tx| {
+            labels_with_prefix_tx(tx, prefix)
         })
     }
 
@@ -513,21 +490,7 @@ impl Db {
 
     /// All leases.
     pub fn list_leases(&self) -> Result<Vec<Lease>> {
-        let what = "list leases";
-        self.tx(what, |tx| {
-            let ids = {
-                let mut st = tx
-                    .prepare("SELECT id FROM leases ORDER BY id")
-                    .map_err(|e| Error::db(what, e))?;
-                let v = st
-                    .query_map([], |r| r.get::<_, String>(0))
-                    .map_err(|e| Error::db(what, e))?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(|e| Error::db(what, e))?;
-                v
-            };
-            ids.iter().map(|id| get_lease_tx(tx, id)).collect()
-        })
+        self.tx("list leases", list_leases_tx)
     }
 
     /// Add a resource to a lease (idempotent).
@@ -659,29 +622,110 @@ impl Db {
 
     /// Every hold.
     pub fn list_holds(&self) -> Result<Vec<(Holder, Resource)>> {
-        let what = "list holds";
-        self.tx(what, |tx| {
-            let mut st = tx
-                .prepare(
-                    "SELECT holder_kind, holder_id, kind, value FROM holds ORDER BY 1, 2, 3, 4",
-                )
-                .map_err(|e| Error::db(what, e))?;
-            let raw = st
-                .query_map([], |r| {
-                    Ok((
-                        Holder::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
-                })
-                .map_err(|e| Error::db(what, e))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(|e| Error::db(what, e))?;
-            raw.into_iter()
-                .map(|(h, k, v)| Ok((h, Resource::decode(&k, v)?)))
-                .collect()
+        self.tx("list holds", list_holds_tx)
+    }
+
+    /// Everything GC starts from, read in one transaction so that a pull that writes its image
+    /// record and then drops its lease is seen in one state or the other, never neither.
+    pub fn gc_roots(&self, label_prefixes: &[&str]) -> Result<GcRoots> {
+        self.tx("read gc roots", |tx| {
+            let mut labels = Vec::new();
+            for p in label_prefixes {
+                labels.extend(labels_with_prefix_tx(tx, p)?);
+            }
+            Ok(GcRoots {
+                images: query_images_tx(tx, "list images", "", [])?,
+                leases: list_leases_tx(tx)?,
+                holds: list_holds_tx(tx)?,
+                labels,
+            })
         })
     }
+}
+
+/// GC roots as read by [`Db::gc_roots`].
+#[derive(Debug, Clone)]
+pub struct GcRoots {
+    /// Every image record.
+    pub images: Vec<Image>,
+    /// Every (unexpired and expired) lease.
+    pub leases: Vec<Lease>,
+    /// Every hold.
+    pub holds: Vec<(Holder, Resource)>,
+    /// (digest, key, value) of blob labels with the requested prefixes.
+    pub labels: Vec<(String, String, String)>,
+}
+
+fn query_images_tx<const N: usize>(
+    tx: &Transaction<'_>,
+    what: &str,
+    tail: &str,
+    args: [String; N],
+) -> Result<Vec<Image>> {
+    let mut st = tx
+        .prepare(&format!("SELECT {IMAGE_COLS} FROM images {tail}"))
+        .map_err(|e| Error::db(what, e))?;
+    let raw = st
+        .query_map(rusqlite::params_from_iter(args.iter()), image_row)
+        .map_err(|e| Error::db(what, e))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(|e| Error::db(what, e))?;
+    raw.into_iter().map(finish_image).collect()
+}
+
+fn labels_with_prefix_tx(
+    tx: &Transaction<'_>,
+    prefix: &str,
+) -> Result<Vec<(String, String, String)>> {
+    let what = format!("list blob labels {prefix}*");
+    let mut st = tx
+        .prepare("SELECT digest, key, value FROM content_labels WHERE substr(key, 1, ?2) = ?1")
+        .map_err(|e| Error::db(&what, e))?;
+    let v = st
+        .query_map(params![prefix, prefix.len() as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .map_err(|e| Error::db(&what, e))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(|e| Error::db(&what, e))?;
+    Ok(v)
+}
+
+fn list_leases_tx(tx: &Transaction<'_>) -> Result<Vec<Lease>> {
+    let what = "list leases";
+    let ids = {
+        let mut st = tx
+            .prepare("SELECT id FROM leases ORDER BY id")
+            .map_err(|e| Error::db(what, e))?;
+        let v = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| Error::db(what, e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| Error::db(what, e))?;
+        v
+    };
+    ids.iter().map(|id| get_lease_tx(tx, id)).collect()
+}
+
+fn list_holds_tx(tx: &Transaction<'_>) -> Result<Vec<(Holder, Resource)>> {
+    let what = "list holds";
+    let mut st = tx
+        .prepare("SELECT holder_kind, holder_id, kind, value FROM holds ORDER BY 1, 2, 3, 4")
+        .map_err(|e| Error::db(what, e))?;
+    let raw = st
+        .query_map([], |r| {
+            Ok((
+                Holder::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .map_err(|e| Error::db(what, e))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(|e| Error::db(what, e))?;
+    raw.into_iter()
+        .map(|(h, k, v)| Ok((h, Resource::decode(&k, v)?)))
+        .collect()
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {

@@ -43,12 +43,17 @@ pub struct GcOptions {
     /// Ingests no lease names are removed once idle this long (so an interrupted pull can
     /// still resume for a while).
     pub ingest_grace: Duration,
+    /// Blobs and snapshots created less than this before the collection started are kept:
+    /// they may belong to an operation whose lease was added after the roots were read. Covers
+    /// the coarse clock of file timestamps; the default (2 s) is ample.
+    pub new_object_grace: Duration,
 }
 
 impl Default for GcOptions {
     fn default() -> Self {
         GcOptions {
             ingest_grace: Duration::from_secs(3600),
+            new_object_grace: Duration::from_secs(2),
         }
     }
 }
@@ -282,13 +287,17 @@ pub fn gc_with(
         leases_expired: db.expire_leases()?.len(),
         ..GcReport::default()
     };
+    let started = SystemTime::now();
+    let cutoff = started
+        .checked_sub(opts.new_object_grace)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let is_new = |t: SystemTime| t >= cutoff;
 
-    // Labels, grouped by blob.
+    // Images, leases, holds and labels in one consistent read.
+    let roots = db.gc_roots(&[GC_REF_CONTENT_PREFIX, GC_REF_SNAPSHOT_PREFIX])?;
     let mut labels: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    for prefix in [GC_REF_CONTENT_PREFIX, GC_REF_SNAPSHOT_PREFIX] {
-        for (d, k, v) in db.content_labels_with_prefix(prefix)? {
-            labels.entry(d).or_default().push((k, v));
-        }
+    for (d, k, v) in roots.labels {
+        labels.entry(d).or_default().push((k, v));
     }
     let mut m = Marker {
         content,
@@ -298,7 +307,7 @@ pub fn gc_with(
         labels,
     };
     let mut leased_ingests = BTreeSet::new();
-    for img in db.list_images()? {
+    for img in &roots.images {
         let role = match role_of(Some(&img.target.media_type)) {
             Role::Leaf => Role::Unknown,
             r => r,
@@ -308,7 +317,7 @@ pub fn gc_with(
             m.push(id.clone(), Role::Config);
         }
     }
-    for lease in db.list_leases()? {
+    for lease in &roots.leases {
         for r in &lease.resources {
             if let Resource::Ingest(i) = r {
                 leased_ingests.insert(i.clone());
@@ -316,8 +325,8 @@ pub fn gc_with(
             m.resource(r);
         }
     }
-    for (_, r) in db.list_holds()? {
-        m.resource(&r);
+    for (_, r) in &roots.holds {
+        m.resource(r);
     }
     m.run()?;
 
@@ -338,7 +347,7 @@ pub fn gc_with(
         }
     }
     for info in all.iter().rev() {
-        if keep.contains(&info.key) {
+        if keep.contains(&info.key) || is_new(info.created) {
             continue;
         }
         match snapshots.remove(&info.key) {
@@ -352,7 +361,7 @@ pub fn gc_with(
 
     // Blobs.
     for info in content.list()? {
-        if m.blobs.contains(&info.digest) {
+        if m.blobs.contains(&info.digest) || is_new(info.created) {
             continue;
         }
         match content.delete(&info.digest) {

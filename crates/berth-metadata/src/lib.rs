@@ -24,7 +24,7 @@ mod db;
 mod error;
 pub mod gc;
 
-pub use db::{normalize_name, Db, Holder, Image, Lease, Resource, Target};
+pub use db::{normalize_name, Db, GcRoots, Holder, Image, Lease, Resource, Target};
 pub use error::{Error, Result};
 pub use gc::{chain_ids, gc, gc_with, GcOptions, GcReport};
 
