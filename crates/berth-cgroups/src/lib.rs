@@ -8,6 +8,23 @@
 //!
 //! Resource settings are first turned into data ([`resources::plan`]: a list of file writes),
 //! then written, so the translation from the OCI spec is unit-tested without root.
+//!
+//! Semantics worth knowing:
+//! - Hybrid hosts: each controller is used where it is bound: v1 hierarchies first, then the
+//!   unified hierarchy for controllers listed in its `cgroup.controllers` (hugetlb on these
+//!   machines). The container gets a directory in *every* mounted hierarchy, `name=systemd` and
+//!   the unified one included, and [`Manager::add_task`] joins all of them.
+//! - A resource the spec asks for whose controller is absent is an
+//!   [`CgroupError::Unsupported`] error; absent controllers nobody asked for are skipped.
+//!   Exceptions, as runc: realtime CPU budgets without `cpu.rt_runtime_us`, v1 swap without
+//!   memsw accounting, v2 swappiness/disableOOMKiller, kernel memory: ignored.
+//! - Devices: the list starts from deny-all; `a *:* rwm` rules reset it; later rules win. v1
+//!   uses the devices controller, v2 an eBPF program ([`devices::bpf_program`]) attached with
+//!   `BPF_F_ALLOW_MULTI`, replacing the previous one. Docker's default device rules are in
+//!   [`devices::default_allowed`] for the runtime to append.
+//! - [`Manager::destroy`] removes nested cgroups too and waits up to 1 s in total for
+//!   processes to drain; [`Manager::kill_and_destroy`] kills leftovers first. The common
+//!   parent (e.g. `/berth`) is left in place.
 #![forbid(unsafe_code)]
 
 pub mod devices;

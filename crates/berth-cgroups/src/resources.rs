@@ -1,4 +1,4 @@
-//! OCI `LinuxResources` -> a list of cgroup file writes ([`plan`]), then written ([`apply`]).
+//! OCI `LinuxResources` -> a list of cgroup file writes ([`plan`]), then written by [`Manager::apply`](crate::Manager::apply).
 //!
 //! Planning only asks a [`Host`] which controller lives where and whether a file exists, so
 //! every translation rule (v1 and v2) is unit-tested without root.
@@ -176,7 +176,12 @@ fn plan_memory(host: &dyn Host, m: &LinuxMemory, out: &mut Vec<Step>) -> Result<
                 out.push(w(&d, "memory.max", limit_str(l, "max")));
             }
             if let Some(s) = swap_to_v2(m.limit(), m.swap())? {
-                out.push(w(&d, "memory.swap.max", s));
+                // Without swap accounting the file is absent: "no limit" and "no swap" are
+                // then already true (as runc); any other value is an error naming the file.
+                let absent = !host.has_file(&d.join("memory.swap.max"));
+                if !(absent && (s == "max" || s == "0")) {
+                    out.push(w(&d, "memory.swap.max", s));
+                }
             }
             if let Some(r) = m.reservation().filter(|&v| v != 0) {
                 out.push(w(&d, "memory.low", limit_str(r, "max")));
@@ -746,7 +751,7 @@ mod tests {
 
     #[test]
     fn memory_v2() {
-        let steps = plan(&v2(&[]), &mem(100, Some(300))).unwrap();
+        let steps = plan(&v2(&["/v2/c/memory.swap.max"]), &mem(100, Some(300))).unwrap();
         assert_eq!(
             writes(&steps),
             vec![
@@ -757,6 +762,11 @@ mod tests {
         );
         let steps = plan(&v2(&[]), &mem(-1, None)).unwrap();
         assert_eq!(writes(&steps)[0], pair("/v2/c/memory.max", "max"));
+        // no swap accounting: swap == limit (no swap) is already true, more swap still fails
+        let steps = plan(&v2(&[]), &mem(100, Some(100))).unwrap();
+        assert!(!writes(&steps).iter().any(|(p, _)| p.ends_with("swap.max")));
+        let steps = plan(&v2(&[]), &mem(100, Some(300))).unwrap();
+        assert_eq!(writes(&steps)[1], pair("/v2/c/memory.swap.max", "200"));
     }
 
     fn cpu() -> LinuxResources {

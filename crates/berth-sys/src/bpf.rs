@@ -178,7 +178,10 @@ impl Asm {
     }
     /// Bind `l` to the next instruction emitted.
     pub fn bind(&mut self, l: Label) {
-        self.labels[l.0] = Some(self.insns.len());
+        let here = self.insns.len();
+        if let Some(slot) = self.labels.get_mut(l.0) {
+            *slot = Some(here);
+        }
     }
     /// Append an instruction.
     pub fn push(&mut self, i: Insn) {
@@ -200,7 +203,7 @@ impl Asm {
     /// Resolve labels. Fails on an unbound label or a jump beyond i16 range.
     pub fn finish(mut self) -> io::Result<Vec<Insn>> {
         for (at, l) in std::mem::take(&mut self.fixups) {
-            let target = self.labels[l.0].ok_or_else(|| {
+            let target = self.labels.get(l.0).copied().flatten().ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidInput, "bpf: jump to an unbound label")
             })?;
             let off = target as i64 - at as i64 - 1;
