@@ -9,7 +9,9 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
 
-use berth_runtime::seccomp::{build_filter, docker_default_profile, parse_seccomp, SeccompError};
+use berth_runtime::seccomp::{
+    build_filter, build_filter_cached, docker_default_profile, parse_seccomp, SeccompError,
+};
 use serde_json::json;
 
 const CHILD_ENV: &str = "BERTH_SECCOMP_CHILD";
@@ -509,4 +511,37 @@ fn native_arch_is_always_added() {
         errno_of(std::fs::create_dir(dir.path().join("x"))),
         Some(libc::ENOMSG)
     );
+}
+
+#[test]
+fn cached_build_reuses_the_compiled_program_and_still_validates() {
+    let dir = tempfile::Builder::new()
+        .prefix("berthtest")
+        .tempdir()
+        .unwrap();
+    let cache = dir.path().join("cache");
+    let profile = docker_default_profile(&[]);
+    let t = std::time::Instant::now();
+    let fresh = build_filter_cached(&profile, &cache).unwrap();
+    let first = t.elapsed();
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "one cached program, no temp files left");
+    let t = std::time::Instant::now();
+    let again = build_filter_cached(&profile, &cache).unwrap();
+    let second = t.elapsed();
+    assert_eq!(again, fresh);
+    assert_eq!(build_filter(&profile).unwrap(), fresh);
+    eprintln!("docker profile: compiled in {first:?}, from cache in {second:?}");
+    assert!(
+        second < first,
+        "cache hit {second:?} not faster than compile {first:?}"
+    );
+
+    // A corrupt cache entry is recompiled, not trusted.
+    std::fs::write(files[0].path(), b"garbage").unwrap();
+    assert_eq!(build_filter_cached(&profile, &cache).unwrap(), fresh);
+
+    // Validation still runs on a cache hit.
+    let bad = parse_seccomp(&json!({"defaultAction": "SCMP_ACT_NOTIFY"})).unwrap();
+    assert!(build_filter_cached(&bad, &cache).is_err());
 }

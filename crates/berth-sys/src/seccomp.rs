@@ -38,6 +38,17 @@ impl SockFilter {
     /// Size of one instruction in bytes (as exported by `seccomp_export_bpf`).
     pub const SIZE: usize = 8;
 
+    /// Encode a program in the byte stream [`SockFilter::decode`] reads.
+    pub fn encode(program: &[SockFilter]) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(program.len() * Self::SIZE);
+        for i in program {
+            bytes.extend_from_slice(&i.code.to_ne_bytes());
+            bytes.extend_from_slice(&[i.jt, i.jf]);
+            bytes.extend_from_slice(&i.k.to_ne_bytes());
+        }
+        bytes
+    }
+
     /// Decode a program from the native-endian byte stream that `seccomp_export_bpf` writes.
     /// Returns `None` if the length is not a multiple of 8.
     pub fn decode(bytes: &[u8]) -> Option<Vec<SockFilter>> {
@@ -129,6 +140,7 @@ mod tests {
             }]
         );
         assert!(SockFilter::decode(&bytes[..7]).is_none());
+        assert_eq!(SockFilter::encode(&prog), bytes);
         assert_eq!(std::mem::size_of::<SockFilter>(), SockFilter::SIZE);
     }
 }
