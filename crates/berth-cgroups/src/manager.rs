@@ -175,6 +175,11 @@ impl Manager {
         self
     }
 
+    /// Whether the container's cgroup exists in any hierarchy (e.g. before `delete`).
+    pub fn exists(&self) -> bool {
+        self.hierarchies.iter().any(|h| h.dir.is_dir())
+    }
+
     /// The host's layout.
     pub fn layout(&self) -> Layout {
         self.layout

@@ -143,7 +143,9 @@ const MIB: i64 = 1024 * 1024;
 fn lifecycle_limits_freeze_stats_destroy() {
     let parent = Parent::new();
     let m = parent.child("c1");
+    assert!(!m.exists());
     m.create().expect("create");
+    assert!(m.exists());
     for h in m.paths() {
         assert!(h.dir.is_dir(), "{} missing", h.dir.display());
     }
@@ -269,6 +271,7 @@ fn lifecycle_limits_freeze_stats_destroy() {
     for h in m.paths() {
         assert!(!h.dir.exists(), "{} left behind", h.dir.display());
     }
+    assert!(!m.exists());
     m.destroy().expect("destroy is idempotent");
 }
 
