@@ -275,7 +275,11 @@ impl Db {
         })
     }
 
-    fn tx<T>(&self, what: &str, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn tx<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
         let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = c
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -438,14 +442,8 @@ impl Db {
 
     /// Remove every label of a blob (when it is deleted).
     pub fn remove_content_labels(&self, digest: &Digest) -> Result<()> {
-        let what = format!("remove labels of blob {digest}");
-        self.tx(&what, |tx| {
-            tx.execute(
-                "DELETE FROM content_labels WHERE digest = ?1",
-                [digest.to_string()],
-            )
-            .map_err(|e| Error::db(&what, e))?;
-            Ok(())
+        self.tx(&format!("remove labels of blob {digest}"), |tx| {
+            remove_content_labels_tx(tx, digest)
         })
     }
 
@@ -538,27 +536,7 @@ impl Db {
 
     /// Delete expired leases; returns their ids.
     pub fn expire_leases(&self) -> Result<Vec<String>> {
-        let what = "expire leases";
-        let now = to_nanos(SystemTime::now());
-        self.tx(what, |tx| {
-            let ids = {
-                let mut st = tx
-                    .prepare("SELECT id FROM leases WHERE expires IS NOT NULL AND expires <= ?1")
-                    .map_err(|e| Error::db(what, e))?;
-                let v = st
-                    .query_map([now], |r| r.get::<_, String>(0))
-                    .map_err(|e| Error::db(what, e))?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(|e| Error::db(what, e))?;
-                v
-            };
-            tx.execute(
-                "DELETE FROM leases WHERE expires IS NOT NULL AND expires <= ?1",
-                [now],
-            )
-            .map_err(|e| Error::db(what, e))?;
-            Ok(ids)
-        })
+        self.tx("expire leases", expire_leases_tx)
     }
 
     // ---- holds ----
@@ -625,22 +603,54 @@ impl Db {
         self.tx("list holds", list_holds_tx)
     }
 
-    /// Everything GC starts from, read in one transaction so that a pull that writes its image
-    /// record and then drops its lease is seen in one state or the other, never neither.
+    /// Everything GC starts from, read in one transaction.
     pub fn gc_roots(&self, label_prefixes: &[&str]) -> Result<GcRoots> {
-        self.tx("read gc roots", |tx| {
-            let mut labels = Vec::new();
-            for p in label_prefixes {
-                labels.extend(labels_with_prefix_tx(tx, p)?);
-            }
-            Ok(GcRoots {
-                images: query_images_tx(tx, "list images", "", [])?,
-                leases: list_leases_tx(tx)?,
-                holds: list_holds_tx(tx)?,
-                labels,
-            })
-        })
+        self.tx("read gc roots", |tx| gc_roots_tx(tx, label_prefixes))
     }
+}
+
+pub(crate) fn gc_roots_tx(tx: &Transaction<'_>, label_prefixes: &[&str]) -> Result<GcRoots> {
+    let mut labels = Vec::new();
+    for p in label_prefixes {
+        labels.extend(labels_with_prefix_tx(tx, p)?);
+    }
+    Ok(GcRoots {
+        images: query_images_tx(tx, "list images", "", [])?,
+        leases: list_leases_tx(tx)?,
+        holds: list_holds_tx(tx)?,
+        labels,
+    })
+}
+
+pub(crate) fn expire_leases_tx(tx: &Transaction<'_>) -> Result<Vec<String>> {
+    let what = "expire leases";
+    let now = to_nanos(SystemTime::now());
+    let ids = {
+        let mut st = tx
+            .prepare("SELECT id FROM leases WHERE expires IS NOT NULL AND expires <= ?1")
+            .map_err(|e| Error::db(what, e))?;
+        let v = st
+            .query_map([now], |r| r.get::<_, String>(0))
+            .map_err(|e| Error::db(what, e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| Error::db(what, e))?;
+        v
+    };
+    tx.execute(
+        "DELETE FROM leases WHERE expires IS NOT NULL AND expires <= ?1",
+        [now],
+    )
+    .map_err(|e| Error::db(what, e))?;
+    Ok(ids)
+}
+
+pub(crate) fn remove_content_labels_tx(tx: &Transaction<'_>, digest: &Digest) -> Result<()> {
+    tx.execute(
+        "DELETE FROM content_labels WHERE digest = ?1",
+        [digest.to_string()],
+    )
+    .map_err(|e| Error::db(format!("remove labels of blob {digest}"), e))?;
+    Ok(())
 }
 
 /// GC roots as read by [`Db::gc_roots`].

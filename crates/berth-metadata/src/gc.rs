@@ -8,7 +8,9 @@
 //!
 //! Protocol for writers racing GC: a pull or build creates a lease first and adds each blob,
 //! ingest and snapshot to it *before* creating it, and deletes the lease only after the image
-//! record is written.
+//! record is written. A collection holds the database's write lock from reading its roots to
+//! the end of its sweep, so a lease addition either precedes the collection (and is a root) or
+//! waits until it is over (and the object is created after the sweep).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Read;
@@ -19,6 +21,7 @@ use berth_core::Digest;
 use berth_snapshot::Snapshotter;
 use serde_json::Value;
 
+use crate::db;
 use crate::{Db, Error, Resource, Result, GC_REF_CONTENT_PREFIX, GC_REF_SNAPSHOT_PREFIX};
 
 /// OCI image index.
@@ -43,17 +46,12 @@ pub struct GcOptions {
     /// Ingests no lease names are removed once idle this long (so an interrupted pull can
     /// still resume for a while).
     pub ingest_grace: Duration,
-    /// Blobs and snapshots created less than this before the collection started are kept:
-    /// they may belong to an operation whose lease was added after the roots were read. Covers
-    /// the coarse clock of file timestamps; the default (2 s) is ample.
-    pub new_object_grace: Duration,
 }
 
 impl Default for GcOptions {
     fn default() -> Self {
         GcOptions {
             ingest_grace: Duration::from_secs(3600),
-            new_object_grace: Duration::from_secs(2),
         }
     }
 }
@@ -276,25 +274,31 @@ impl Marker<'_> {
     }
 }
 
-/// Collect with `opts`.
+/// Collect with `opts`. Holds the metadata database's write lock throughout (other writers
+/// of this database wait; readers do not).
 pub fn gc_with(
     content: &LocalStore,
     snapshots: &dyn Snapshotter,
     db: &Db,
     opts: &GcOptions,
 ) -> Result<GcReport> {
+    db.tx("garbage collection", |tx| {
+        collect(content, snapshots, tx, opts)
+    })
+}
+
+fn collect(
+    content: &LocalStore,
+    snapshots: &dyn Snapshotter,
+    tx: &rusqlite::Transaction<'_>,
+    opts: &GcOptions,
+) -> Result<GcReport> {
     let mut report = GcReport {
-        leases_expired: db.expire_leases()?.len(),
+        leases_expired: db::expire_leases_tx(tx)?.len(),
         ..GcReport::default()
     };
-    let started = SystemTime::now();
-    let cutoff = started
-        .checked_sub(opts.new_object_grace)
-        .unwrap_or(std::time::UNIX_EPOCH);
-    let is_new = |t: SystemTime| t >= cutoff;
 
-    // Images, leases, holds and labels in one consistent read.
-    let roots = db.gc_roots(&[GC_REF_CONTENT_PREFIX, GC_REF_SNAPSHOT_PREFIX])?;
+    let roots = db::gc_roots_tx(tx, &[GC_REF_CONTENT_PREFIX, GC_REF_SNAPSHOT_PREFIX])?;
     let mut labels: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for (d, k, v) in roots.labels {
         labels.entry(d).or_default().push((k, v));
@@ -347,7 +351,7 @@ pub fn gc_with(
         }
     }
     for info in all.iter().rev() {
-        if keep.contains(&info.key) || is_new(info.created) {
+        if keep.contains(&info.key) {
             continue;
         }
         match snapshots.remove(&info.key) {
@@ -361,14 +365,14 @@ pub fn gc_with(
 
     // Blobs.
     for info in content.list()? {
-        if m.blobs.contains(&info.digest) || is_new(info.created) {
+        if m.blobs.contains(&info.digest) {
             continue;
         }
         match content.delete(&info.digest) {
             Ok(()) => {
                 report.blobs_removed += 1;
                 report.bytes_freed += info.size;
-                db.remove_content_labels(&info.digest)?;
+                db::remove_content_labels_tx(tx, &info.digest)?;
             }
             Err(berth_content::Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),

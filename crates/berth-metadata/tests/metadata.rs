@@ -284,7 +284,6 @@ fn gc_keeps_what_images_leases_and_holds_reference() {
     let e = env();
     let opts = GcOptions {
         ingest_grace: Duration::ZERO,
-        new_object_grace: Duration::ZERO,
     };
     let base: &[u8] = &[1u8; 4096];
     let (ta, cfg_a, layers_a, chains_a) = make_image(&e, &[base, &[2u8; 100]], false, true);
@@ -467,35 +466,91 @@ fn gc_keeps_a_missing_target_image_harmlessly() {
     .unwrap();
     let opts = GcOptions {
         ingest_grace: Duration::ZERO,
-        new_object_grace: Duration::ZERO,
     };
     let r = gc_with(&e.content, e.snaps.as_ref(), &e.db, &opts).unwrap();
     assert_eq!(r.blobs_removed, 1);
     assert!(!e.content.exists(&junk).unwrap());
 }
 
+/// A snapshotter that, when GC lists snapshots (mid-collection), has another process-like
+/// handle of the database try to add a lease resource, and records when that succeeded.
+struct Racer {
+    inner: Box<dyn Snapshotter>,
+    db_path: std::path::PathBuf,
+    added_at: std::sync::Mutex<
+        Option<(
+            std::time::Instant,
+            std::thread::JoinHandle<std::time::Instant>,
+        )>,
+    >,
+}
+
+impl Snapshotter for Racer {
+    fn prepare(&self, k: &str, p: Option<&str>) -> berth_snapshot::Result<Vec<berth_core::Mount>> {
+        self.inner.prepare(k, p)
+    }
+    fn view(&self, k: &str, p: Option<&str>) -> berth_snapshot::Result<Vec<berth_core::Mount>> {
+        self.inner.view(k, p)
+    }
+    fn mounts(&self, k: &str) -> berth_snapshot::Result<Vec<berth_core::Mount>> {
+        self.inner.mounts(k)
+    }
+    fn commit(&self, n: &str, k: &str) -> berth_snapshot::Result<()> {
+        self.inner.commit(n, k)
+    }
+    fn remove(&self, k: &str) -> berth_snapshot::Result<()> {
+        self.inner.remove(k)
+    }
+    fn stat(&self, k: &str) -> berth_snapshot::Result<berth_snapshot::Info> {
+        self.inner.stat(k)
+    }
+    fn usage(&self, k: &str) -> berth_snapshot::Result<berth_snapshot::Usage> {
+        self.inner.usage(k)
+    }
+    fn list(&self) -> berth_snapshot::Result<Vec<berth_snapshot::Info>> {
+        let path = self.db_path.clone();
+        let called = std::time::Instant::now();
+        let h = std::thread::spawn(move || {
+            let other = Db::open(&path).unwrap();
+            other
+                .add_lease_resource("pull", &Resource::Content(Digest::sha256_of(b"late")))
+                .unwrap();
+            std::time::Instant::now()
+        });
+        *self.added_at.lock().unwrap() = Some((called, h));
+        std::thread::sleep(Duration::from_millis(300));
+        self.inner.list()
+    }
+    fn upper_dir(&self, k: &str) -> berth_snapshot::Result<std::path::PathBuf> {
+        self.inner.upper_dir(k)
+    }
+    fn name(&self) -> &'static str {
+        "racer"
+    }
+}
+
 #[test]
-fn gc_spares_objects_created_while_it_may_race_a_pull() {
-    // A blob or snapshot committed just now may belong to a pull whose lease entry was added
-    // after GC read its roots: the default options keep it for this run.
-    let e = env();
-    let fresh = e
-        .content
-        .write_blob(b"fresh", None)
-        .unwrap()
-        .digest()
-        .clone();
-    e.snaps.prepare("fresh-x", None).unwrap();
-    e.snaps.commit("fresh", "fresh-x").unwrap();
-    let r = berth_metadata::gc(&e.content, e.snaps.as_ref(), &e.db).unwrap();
-    assert_eq!((r.blobs_removed, r.snapshots_removed), (0, 0), "{r:?}");
-    assert!(e.content.exists(&fresh).unwrap());
-    // Once older than the grace, they go.
-    let opts = GcOptions {
-        new_object_grace: Duration::ZERO,
-        ..GcOptions::default()
+fn gc_excludes_lease_writers_until_its_sweep_is_done() {
+    let dir = tempfile::Builder::new()
+        .prefix("berthtest-meta-")
+        .tempdir()
+        .unwrap();
+    let content = LocalStore::open(dir.path().join("content")).unwrap();
+    let db_path = dir.path().join("berth.db");
+    let db = Db::open(&db_path).unwrap();
+    db.create_lease("pull", None).unwrap();
+    let racer = Racer {
+        inner: berth_snapshot::open(dir.path().join("snapshots")).unwrap(),
+        db_path,
+        added_at: Default::default(),
     };
-    std::thread::sleep(Duration::from_millis(20));
-    let r = gc_with(&e.content, e.snaps.as_ref(), &e.db, &opts).unwrap();
-    assert_eq!((r.blobs_removed, r.snapshots_removed), (1, 1), "{r:?}");
+    berth_metadata::gc(&content, &racer, &db).unwrap();
+    let (called, h) = racer.added_at.lock().unwrap().take().unwrap();
+    let added = h.join().unwrap();
+    // The other writer waited out the rest of the collection (at least the 300 ms pause).
+    assert!(
+        added.duration_since(called) >= Duration::from_millis(300),
+        "a lease was extended while GC was sweeping"
+    );
+    assert_eq!(db.get_lease("pull").unwrap().resources.len(), 1);
 }
