@@ -85,9 +85,15 @@ pub enum HookError {
         /// The hook's timeout.
         timeout: Duration,
     },
-    /// poststop hooks failed: these are warnings, every hook was still run.
-    #[error("poststop hooks failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
-    Poststop(Vec<HookError>),
+    /// poststart or poststop hooks failed: warnings for the caller to log (the spec says the
+    /// remaining hooks and the lifecycle continue); every hook was still run.
+    #[error("{phase} hooks failed: {}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Warnings {
+        /// Phase name.
+        phase: String,
+        /// One error per failed hook, in order.
+        errors: Vec<HookError>,
+    },
 }
 
 impl HookError {
@@ -96,22 +102,23 @@ impl HookError {
         match self {
             HookError::UnknownPhase(_) | HookError::Invalid { .. } => ErrorKind::InvalidInput,
             HookError::Spawn { source, .. } => ErrorKind::from_io(source),
-            HookError::Failed { .. } | HookError::TimedOut { .. } | HookError::Poststop(_) => {
+            HookError::Failed { .. } | HookError::TimedOut { .. } | HookError::Warnings { .. } => {
                 ErrorKind::Internal
             }
         }
     }
 
-    /// True for errors the caller should log and otherwise ignore (poststop failures).
+    /// True for errors the caller should log and otherwise ignore (poststart and poststop).
     pub fn is_warning(&self) -> bool {
-        matches!(self, HookError::Poststop(_))
+        matches!(self, HookError::Warnings { .. })
     }
 }
 
 /// Run `hooks` of `phase` in order, each with `state_json` on stdin.
 ///
-/// Stops at the first failure, except for `poststop`, where every hook runs and the failures are
-/// returned together as [`HookError::Poststop`] (a warning: see [`HookError::is_warning`]).
+/// Stops at the first failure, except for `poststart` and `poststop`, where every hook runs and
+/// the failures are returned together as [`HookError::Warnings`] (see [`HookError::is_warning`]),
+/// as the runtime spec asks: the caller logs them and the lifecycle continues.
 pub fn run_hooks(hooks: &[Hook], state_json: &[u8], phase: &str) -> Result<(), HookError> {
     if !PHASES.contains(&phase) {
         return Err(HookError::UnknownPhase(phase.to_string()));
@@ -120,14 +127,17 @@ pub fn run_hooks(hooks: &[Hook], state_json: &[u8], phase: &str) -> Result<(), H
     for hook in hooks {
         match run_hook(hook, state_json, phase) {
             Ok(()) => {}
-            Err(e) if phase == "poststop" => warnings.push(e),
+            Err(e) if phase == "poststart" || phase == "poststop" => warnings.push(e),
             Err(e) => return Err(e),
         }
     }
     if warnings.is_empty() {
         Ok(())
     } else {
-        Err(HookError::Poststop(warnings))
+        Err(HookError::Warnings {
+            phase: phase.to_string(),
+            errors: warnings,
+        })
     }
 }
 

@@ -101,28 +101,35 @@ fn failing_hook_reports_status_and_stderr() {
 fn missing_hook_binary_is_a_spawn_error() {
     let mut h = Hook::default();
     h.set_path("/nonexistent/berthtest-hook".into());
-    let e = run_hooks(&[h], b"{}", "poststart").unwrap_err();
+    let e = run_hooks(&[h], b"{}", "createRuntime").unwrap_err();
     assert!(matches!(e, HookError::Spawn { .. }), "{e}");
     assert_eq!(e.kind(), berth_core::ErrorKind::NotFound);
 }
 
 #[test]
-fn poststop_failures_are_warnings_and_all_hooks_run() {
-    let dir = tmp();
-    let marker = dir.path().join("second-ran");
-    let hooks = [
-        sh_hook("exit 7", &[], Some(vec![]), None),
-        sh_hook(
-            &format!("echo ok > {}", marker.display()),
-            &[],
-            Some(vec![]),
-            None,
-        ),
-    ];
-    let e = run_hooks(&hooks, b"{}", "poststop").unwrap_err();
-    assert!(e.is_warning(), "{e}");
-    assert!(e.to_string().contains("exit status 7"), "{e}");
-    assert!(marker.exists(), "the second poststop hook still ran");
+fn poststart_and_poststop_failures_are_warnings_and_all_hooks_run() {
+    for phase in ["poststart", "poststop"] {
+        let dir = tmp();
+        let marker = dir.path().join("second-ran");
+        let hooks = [
+            sh_hook("exit 7", &[], Some(vec![]), None),
+            sh_hook(
+                &format!("echo ok > {}", marker.display()),
+                &[],
+                Some(vec![]),
+                None,
+            ),
+        ];
+        let e = run_hooks(&hooks, b"{}", phase).unwrap_err();
+        assert!(e.is_warning(), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "{phase} hooks failed: {phase} hook /bin/busybox failed (exit status 7)"
+            )),
+            "{e}"
+        );
+        assert!(marker.exists(), "the second {phase} hook still ran");
+    }
 }
 
 /// Processes whose command line contains `needle`.
@@ -155,12 +162,12 @@ fn timeout_kills_the_hook_and_its_children() {
     let script = format!("{BUSYBOX} sleep {nonce} & {BUSYBOX} sleep {nonce}; wait");
     let hook = sh_hook(&script, &[], Some(vec![]), Some(1));
     let t = Instant::now();
-    let e = run_hooks(&[hook], b"{}", "poststart").unwrap_err();
+    let e = run_hooks(&[hook], b"{}", "createRuntime").unwrap_err();
     let took = t.elapsed();
     assert!(matches!(e, HookError::TimedOut { .. }), "{e}");
     assert_eq!(
         e.to_string(),
-        "poststart hook /bin/busybox timed out after 1s"
+        "createRuntime hook /bin/busybox timed out after 1s"
     );
     assert!(
         took >= Duration::from_millis(950) && took < Duration::from_secs(4),
