@@ -483,7 +483,145 @@ fn compile(plan: &Plan) -> Result<Vec<sys::SockFilter>, SeccompError> {
         ctx.add_rule_conditional(r.action, nr, &r.conditions)
             .map_err(|e| compile(&format!("add rule for {}", r.name), e))?;
     }
-    export(&ctx)
+    let main = export(&ctx)?;
+    let mut program = enosys_stub(plan, &main);
+    program.extend_from_slice(&main);
+    Ok(program)
+}
+
+/// Kernel `AUDIT_ARCH_*` value of an arch (x32 shares x86_64's, with bit 30 set in the number).
+fn audit_arch(a: ScmpArch) -> Option<u32> {
+    Some(match a {
+        ScmpArch::X8664 | ScmpArch::X32 => 0xc000_003e,
+        ScmpArch::X86 => 0x4000_0003,
+        ScmpArch::Aarch64 => 0xc000_00b7,
+        ScmpArch::Arm => 0x4000_0028,
+        ScmpArch::S390X => 0x8000_0016,
+        ScmpArch::S390 => 0x0000_0016,
+        ScmpArch::Ppc64Le => 0xc000_0015,
+        ScmpArch::Riscv64 => 0xc000_00f3,
+        _ => return None,
+    })
+}
+
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// A prefix answering ENOSYS for syscalls newer than any the profile names (per arch), so that
+/// programs fall back from syscalls the profile's authors did not know (as runc does) instead of
+/// getting the default EPERM. Only when the default action refuses (errno, kill, trap).
+fn enosys_stub(plan: &Plan, main: &[sys::SockFilter]) -> Vec<sys::SockFilter> {
+    const LD_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JGT: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
+    const JGE: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const JA: u16 = 0x05; // BPF_JMP | BPF_JA
+    const RET: u16 = 0x06; // BPF_RET | BPF_K
+    let refuses = match plan.default {
+        ScmpAction::Errno(e) => e != libc::ENOSYS,
+        ScmpAction::KillThread | ScmpAction::KillProcess | ScmpAction::Trap => true,
+        _ => false,
+    };
+    // libseccomp's program starts by loading the arch; we rely on nothing else.
+    let starts_with_arch_load = main.first().is_some_and(|i| i.code == LD_ABS && i.k == 4);
+    if !refuses || !starts_with_arch_load {
+        return Vec::new();
+    }
+    let mut arches = vec![ScmpArch::native()];
+    arches.extend(
+        plan.arches
+            .iter()
+            .copied()
+            .filter(|a| *a != ScmpArch::native()),
+    );
+    let max_nr = |a: ScmpArch| -> Option<u32> {
+        plan.rules
+            .iter()
+            .filter_map(|r| ScmpSyscall::from_name_by_arch(&r.name, a).ok())
+            .filter_map(|nr| u32::try_from(i32::from(nr)).ok())
+            .max()
+    };
+    // (audit arch, max for the main ABI, max for x32 when it shares the audit arch)
+    let mut checks: Vec<(u32, u32, Option<Option<u32>>)> = Vec::new();
+    for &a in &arches {
+        let (Some(audit), Some(max)) = (audit_arch(a), max_nr(a)) else {
+            continue;
+        };
+        if a == ScmpArch::X32 {
+            continue; // handled together with x86_64 below
+        }
+        let x32 = (a == ScmpArch::X8664).then(|| {
+            arches
+                .contains(&ScmpArch::X32)
+                .then(|| max_nr(ScmpArch::X32))
+                .flatten()
+        });
+        checks.push((audit, max, x32));
+    }
+    if checks.is_empty() {
+        return Vec::new();
+    }
+    #[derive(Clone, Copy)]
+    enum To {
+        Next,
+        Enosys,
+        Main,
+        Skip(usize),
+    }
+    let ins = |code, k| sys::SockFilter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    // (instruction, jt target, jf target); targets resolved once the layout is known.
+    let mut code: Vec<(sys::SockFilter, To, To)> = vec![(ins(LD_ABS, 4), To::Next, To::Next)];
+    for (audit, max, x32) in checks {
+        let start = code.len();
+        code.push((ins(JEQ, audit), To::Next, To::Skip(0)));
+        code.push((ins(LD_ABS, 0), To::Next, To::Next));
+        match x32 {
+            None => code.push((ins(JGT, max), To::Enosys, To::Main)),
+            Some(x32max) => {
+                code.push((ins(JGE, X32_SYSCALL_BIT), To::Skip(1), To::Next));
+                code.push((ins(JGT, max), To::Enosys, To::Main));
+                match x32max {
+                    Some(m) => code.push((ins(JGT, m), To::Enosys, To::Main)),
+                    None => code.push((ins(JA, 0), To::Main, To::Main)),
+                }
+            }
+        }
+        // The arch mismatch jumps past this block.
+        let end = code.len();
+        code[start].2 = To::Skip(end - start - 1);
+    }
+    let enosys_at = code.len() + 1;
+    let main_at = code.len() + 2;
+    code.push((ins(JA, 0), To::Main, To::Main));
+    code.push((
+        ins(RET, 0x0005_0000 | libc::ENOSYS as u32),
+        To::Next,
+        To::Next,
+    ));
+    let mut out = Vec::with_capacity(code.len());
+    for (i, (mut insn, jt, jf)) in code.into_iter().enumerate() {
+        let off = |t: To| -> usize {
+            match t {
+                To::Next => 0,
+                To::Enosys => enosys_at - i - 1,
+                To::Main => main_at - i - 1,
+                To::Skip(n) => n,
+            }
+        };
+        if insn.code == JA {
+            insn.k = off(jt) as u32;
+        } else if insn.code & 0x07 == 0x05 {
+            // Conditional jumps: 8-bit offsets; the stub is far smaller than 255 instructions.
+            insn.jt = off(jt) as u8;
+            insn.jf = off(jf) as u8;
+        }
+        out.push(insn);
+    }
+    out
 }
 
 /// Validate `s` and compile it to BPF.

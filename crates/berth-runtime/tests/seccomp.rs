@@ -545,3 +545,58 @@ fn cached_build_reuses_the_compiled_program_and_still_validates() {
     let bad = parse_seccomp(&json!({"defaultAction": "SCMP_ACT_NOTIFY"})).unwrap();
     assert!(build_filter_cached(&bad, &cache).is_err());
 }
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn syscalls_newer_than_the_profile_get_enosys() {
+    if !in_child() {
+        return assert_child_ok(&run_child(
+            "syscalls_newer_than_the_profile_get_enosys",
+            &[],
+        ));
+    }
+    // Allow Docker's list up to x86_64 syscall 330 (all this process needs), except flock (73).
+    let names: Vec<String> = docker_allow_names()
+        .into_iter()
+        .filter(|n| {
+            libseccomp::ScmpSyscall::from_name(n)
+                .map(|nr| (0..=330).contains(&i32::from(nr)))
+                .unwrap_or(false)
+        })
+        .collect();
+    let dir = tempfile::Builder::new()
+        .prefix("berthtest")
+        .tempdir()
+        .unwrap();
+    let f = std::fs::File::open("/dev/null").unwrap();
+    load(json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": names, "action": "SCMP_ACT_ALLOW"}]
+    }));
+    // Known to the profile (below its newest syscall) but not allowed: the default, EPERM.
+    assert_eq!(
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockShared),
+        Err(rustix::io::Errno::PERM)
+    );
+    // statx (332) and pidfd_open (434) are newer than anything the profile names: ENOSYS.
+    assert_eq!(
+        rustix::fs::statx(
+            &f,
+            "",
+            rustix::fs::AtFlags::EMPTY_PATH,
+            rustix::fs::StatxFlags::BASIC_STATS
+        )
+        .map(|_| ()),
+        Err(rustix::io::Errno::NOSYS)
+    );
+    assert_eq!(
+        rustix::process::pidfd_open(
+            rustix::process::getpid(),
+            rustix::process::PidfdFlags::empty()
+        )
+        .map(|_| ()),
+        Err(rustix::io::Errno::NOSYS)
+    );
+    drop(dir);
+}
