@@ -792,6 +792,76 @@ mod tests {
             .unwrap()
     }
 
+    /// Run the ENOSYS stub on (arch, nr): Some(ret) if it returned, None if it reached `main`.
+    fn run_stub(stub: &[sys::SockFilter], arch: u32, nr: u32) -> Option<u32> {
+        let (mut pc, mut acc) = (0usize, 0u32);
+        while pc < stub.len() {
+            let i = stub[pc];
+            pc += 1;
+            match i.code {
+                0x20 => acc = if i.k == 4 { arch } else { nr },
+                0x05 => pc += i.k as usize,
+                0x06 => return Some(i.k),
+                op => {
+                    let hit = match op {
+                        0x15 => acc == i.k,
+                        0x25 => acc > i.k,
+                        0x35 => acc >= i.k,
+                        _ => panic!("unexpected opcode {op:#x}"),
+                    };
+                    pc += usize::from(if hit { i.jt } else { i.jf });
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn enosys_stub_per_arch_including_x32_and_i386() {
+        let rule = |name: &str| Rule {
+            name: name.to_string(),
+            action: ScmpAction::Allow,
+            conditions: vec![],
+        };
+        let plan = Plan {
+            default: ScmpAction::Errno(1),
+            arches: vec![ScmpArch::X86, ScmpArch::X32],
+            rules: vec![rule("read"), rule("write"), rule("getpid")],
+            listener: None,
+            flags: 0,
+        };
+        if ScmpArch::native() != ScmpArch::X8664 {
+            return; // the numbers below are x86's
+        }
+        let main = [sys::SockFilter {
+            code: 0x20,
+            jt: 0,
+            jf: 0,
+            k: 4,
+        }];
+        let stub = enosys_stub(&plan, &main);
+        let enosys = Some(0x0005_0000 | libc::ENOSYS as u32);
+        let (x86_64, i386) = (0xc000_003e, 0x4000_0003);
+        // x86_64: getpid is 39, the newest named.
+        assert_eq!(run_stub(&stub, x86_64, 39), None);
+        assert_eq!(run_stub(&stub, x86_64, 40), enosys);
+        assert_eq!(run_stub(&stub, x86_64, 0), None);
+        // x32: same audit arch, bit 30 set; getpid is 0x40000000 + 39.
+        assert_eq!(run_stub(&stub, x86_64, X32_SYSCALL_BIT + 39), None);
+        assert_eq!(run_stub(&stub, x86_64, X32_SYSCALL_BIT + 300), enosys);
+        // i386: getpid is 20, read 3, write 4.
+        assert_eq!(run_stub(&stub, i386, 20), None);
+        assert_eq!(run_stub(&stub, i386, 21), enosys);
+        // Other arches fall through to libseccomp's program (which kills them).
+        assert_eq!(run_stub(&stub, 0xc000_00b7, 1000), None);
+
+        let allow_default = Plan {
+            default: ScmpAction::Allow,
+            ..plan
+        };
+        assert!(enosys_stub(&allow_default, &main).is_empty());
+    }
+
     #[test]
     fn same_index_conditions_become_separate_rules() {
         let call = LinuxSyscallBuilder::default()
