@@ -309,7 +309,17 @@ impl Db {
 
     /// Remove directories under the root that no registered snapshot owns (left by a crash
     /// between unregistering and deleting, or by a failed create).
+    ///
+    /// Also unregisters active snapshots and views whose directory is missing (a crash between
+    /// registering and creating it) when nothing builds on them.
     pub fn remove_orphans(&self) -> Result<()> {
+        let rows = self.list()?;
+        let parents: HashSet<i64> = rows.iter().filter_map(|r| r.parent_id).collect();
+        for r in &rows {
+            if r.kind != Kind::Committed && !parents.contains(&r.id) && !self.dir(r.id).exists() {
+                self.delete_id(r.id);
+            }
+        }
         let ids: HashSet<i64> = self.list()?.into_iter().map(|r| r.id).collect();
         let rd = std::fs::read_dir(&self.root)
             .map_err(|e| Error::io(format!("list {}", self.root.display()), e))?;
@@ -318,7 +328,8 @@ impl Db {
             let Some(id) = name.to_str().and_then(|s| s.parse::<i64>().ok()) else {
                 continue;
             };
-            if !ids.contains(&id) {
+            // Re-check: another process may have registered it since we listed.
+            if !ids.contains(&id) && self.get_id(id).is_err() {
                 let _ = std::fs::remove_dir_all(ent.path());
             }
         }

@@ -186,7 +186,17 @@ pub fn persistence(factory: Factory) {
         s.prepare("b", Some("l1")).unwrap();
     }
     fs::create_dir_all(root.path().join("999999/fs")).unwrap();
+    // A crash between registering a snapshot and creating its directory.
+    let crashed = {
+        let s = factory(root.path());
+        let m = s.prepare("crashed", None).unwrap();
+        let dir = Path::new(&m[0].source).parent().unwrap().to_path_buf();
+        fs::remove_dir_all(&dir).unwrap();
+        dir
+    };
     let s = factory(root.path());
+    assert_eq!(s.stat("crashed").unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(!crashed.exists());
     assert_eq!(s.stat("l1").unwrap().kind, Kind::Committed);
     assert_eq!(s.stat("b").unwrap().parent.as_deref(), Some("l1"));
     assert!(!root.path().join("999999").exists(), "orphan kept");
