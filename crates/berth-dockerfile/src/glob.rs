@@ -56,6 +56,15 @@ enum Node {
     Match,
 }
 
+/// Scratch state of one simulation.
+struct Sim {
+    seen: Vec<u32>,
+    generation: u32,
+    current: Vec<usize>,
+    next: Vec<usize>,
+    stack: Vec<usize>,
+}
+
 /// A compiled pattern.
 #[derive(Debug, Clone)]
 pub(crate) struct Nfa {
@@ -90,65 +99,72 @@ impl Nfa {
         Nfa { nodes }
     }
 
-    fn add(&self, set: &mut Vec<usize>, seen: &mut [bool], state: usize) {
-        // Iterative epsilon closure.
-        let mut stack = vec![state];
-        while let Some(s) = stack.pop() {
-            if s >= self.nodes.len() || seen[s] {
+    /// Add `state` and its epsilon closure to `set`, once per generation.
+    fn add(&self, sim: &mut Sim, next: bool, state: usize) {
+        sim.stack.clear();
+        sim.stack.push(state);
+        while let Some(s) = sim.stack.pop() {
+            if s >= self.nodes.len() || sim.seen[s] == sim.generation {
                 continue;
             }
-            seen[s] = true;
+            sim.seen[s] = sim.generation;
             match &self.nodes[s] {
                 Node::Split(a, b) => {
-                    stack.push(*b);
-                    stack.push(*a);
+                    sim.stack.push(*b);
+                    sim.stack.push(*a);
                 }
-                _ => set.push(s),
+                _ if next => sim.next.push(s),
+                _ => sim.current.push(s),
             }
         }
     }
 
     /// For each `end` in `0..=text.len()`, whether the whole pattern matches `text[..end]`.
-    pub(crate) fn match_ends(&self, text: &[char]) -> Vec<bool> {
-        let n = self.nodes.len();
+    /// `budget` bounds the work (one unit per active state per character); `None` when it runs
+    /// out, so that hostile pattern/text pairs cannot stall the caller.
+    pub(crate) fn match_ends(&self, text: &[char], budget: &mut u64) -> Option<Vec<bool>> {
         let mut ends = vec![false; text.len() + 1];
-        let mut seen = vec![false; n];
-        let mut current = Vec::new();
-        self.add(&mut current, &mut seen, 0);
+        let mut sim = Sim {
+            seen: vec![0; self.nodes.len()],
+            generation: 1,
+            current: Vec::new(),
+            next: Vec::new(),
+            stack: Vec::new(),
+        };
+        self.add(&mut sim, false, 0);
         for (pos, &c) in text.iter().enumerate() {
-            if current
-                .iter()
-                .any(|&s| matches!(self.nodes[s], Node::Match))
-            {
-                ends[pos] = true;
+            if sim.current.is_empty() {
+                return Some(ends);
             }
-            if current.is_empty() {
-                return ends;
-            }
-            seen.iter_mut().for_each(|s| *s = false);
-            let mut next = Vec::new();
-            for &s in &current {
-                if let Node::Char(test, to) = &self.nodes[s] {
-                    if test.matches(c) {
-                        self.add(&mut next, &mut seen, *to);
-                    }
+            *budget = budget.checked_sub(sim.current.len() as u64)?;
+            sim.generation += 1;
+            sim.next.clear();
+            for i in 0..sim.current.len() {
+                let s = sim.current[i];
+                match &self.nodes[s] {
+                    Node::Match => ends[pos] = true,
+                    Node::Char(test, to) if test.matches(c) => self.add(&mut sim, true, *to),
+                    _ => {}
                 }
             }
-            current = next;
+            std::mem::swap(&mut sim.current, &mut sim.next);
         }
-        if current
+        if sim
+            .current
             .iter()
             .any(|&s| matches!(self.nodes[s], Node::Match))
         {
             ends[text.len()] = true;
         }
-        ends
+        Some(ends)
     }
 
     /// Whether the pattern matches all of `text`.
+    #[cfg(test)]
     pub(crate) fn is_match(&self, text: &str) -> bool {
         let chars: Vec<char> = text.chars().collect();
-        self.match_ends(&chars)[chars.len()]
+        self.match_ends(&chars, &mut { u64::MAX })
+            .is_some_and(|ends| ends[chars.len()])
     }
 }
 

@@ -43,6 +43,9 @@ impl IgnoreError {
     }
 }
 
+/// Longest pattern accepted (paths cannot be longer on Linux).
+const MAX_PATTERN: usize = 4096;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MatchType {
     Exact,
@@ -66,6 +69,9 @@ impl Pattern {
             pattern: cleaned.clone(),
             reason,
         };
+        if cleaned.len() > MAX_PATTERN {
+            return Err(bad("longer than 4096 bytes"));
+        }
         let chars: Vec<char> = cleaned.chars().collect();
         let mut tokens = Vec::new();
         let mut match_type = MatchType::Exact;
@@ -130,6 +136,24 @@ impl Pattern {
         })
     }
 
+    /// Whether the pattern matches `file` itself or one of its parent directories (the prefixes
+    /// of `file` ending just before a `/`).
+    fn matches_file_or_parent(&self, file: &str) -> bool {
+        if self.match_type == MatchType::Pattern {
+            // One pass gives the answer for every prefix.
+            let chars: Vec<char> = file.chars().collect();
+            let Some(ends) = self.nfa.match_ends(&chars, &mut { u64::MAX }) else {
+                return false;
+            };
+            return ends[chars.len()]
+                || chars.iter().enumerate().any(|(i, &c)| c == '/' && ends[i]);
+        }
+        self.matches(file)
+            || file
+                .char_indices()
+                .any(|(i, c)| c == '/' && self.matches(&file[..i]))
+    }
+
     fn matches(&self, path: &str) -> bool {
         match self.match_type {
             MatchType::Exact => path == self.cleaned,
@@ -138,7 +162,12 @@ impl Pattern {
                 let suffix = &self.cleaned[2..];
                 path.ends_with(suffix) || suffix.strip_prefix('/').is_some_and(|rest| path == rest)
             }
-            MatchType::Pattern => self.nfa.is_match(path),
+            MatchType::Pattern => {
+                let chars: Vec<char> = path.chars().collect();
+                self.nfa
+                    .match_ends(&chars, &mut { u64::MAX })
+                    .is_some_and(|e| e[chars.len()])
+            }
         }
     }
 }
@@ -307,26 +336,10 @@ impl DockerIgnore {
     /// context, directly or because a parent directory is.
     pub fn is_excluded(&self, rel_path: &str) -> bool {
         let file = clean_path(rel_path.trim_start_matches('/'));
-        let parent = match file.rfind('/') {
-            Some(i) => &file[..i],
-            None => ".",
-        };
         let mut matched = false;
         for p in &self.patterns {
-            if p.exclusion != matched {
-                continue;
-            }
-            let mut hit = p.matches(&file);
-            if !hit && parent != "." {
-                // Does the pattern match one of the parent directories ("a", "a/b", ...)?
-                hit = parent
-                    .char_indices()
-                    .filter(|&(_, c)| c == '/')
-                    .map(|(i, _)| i)
-                    .chain([parent.len()])
-                    .any(|i| p.matches(&parent[..i]));
-            }
-            if hit {
+            // Only a pattern that could change the answer needs to be evaluated.
+            if p.exclusion == matched && p.matches_file_or_parent(&file) {
                 matched = !p.exclusion;
             }
         }

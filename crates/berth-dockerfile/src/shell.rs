@@ -13,6 +13,9 @@ use crate::glob::{shell_pattern, Nfa};
 /// Deepest nesting of `${...}` accepted (`${a:-${b:-${c}}}` is depth 3).
 pub const MAX_NESTING: usize = 64;
 
+/// Work allowed for pattern matching in one expansion (active pattern states × characters).
+const PATTERN_BUDGET: u64 = 1 << 24;
+
 /// Variables visible to an expansion.
 pub trait Env {
     /// The value of `name`, or `None` when it is unset.
@@ -89,6 +92,9 @@ pub enum ExpandError {
     /// Nesting deeper than [`MAX_NESTING`].
     #[error("substitution nested deeper than {MAX_NESTING} levels")]
     TooDeep,
+    /// A `#`, `%` or `/` pattern that would take too long to match against the value.
+    #[error("pattern in substitution too complex for a value of this length")]
+    TooComplex,
 }
 
 impl ExpandError {
@@ -141,6 +147,7 @@ impl Lexer {
             env,
             lex: self,
             depth: 0,
+            budget: PATTERN_BUDGET,
         };
         let (result, words, _) = p.stop_on(&[], self.raw_escapes)?;
         Ok((result, words))
@@ -200,6 +207,7 @@ struct Proc<'a> {
     env: &'a dyn Env,
     lex: &'a Lexer,
     depth: usize,
+    budget: u64,
 }
 
 impl Proc<'_> {
@@ -450,11 +458,12 @@ impl Proc<'_> {
                     Some(rest) => (true, rest.to_owned()),
                     None => (false, word),
                 };
-                Ok(if c == '#' {
-                    trim_prefix(&pattern, &value, greedy, self.lex.escape)
+                let escape = self.lex.escape;
+                if c == '#' {
+                    trim_prefix(&pattern, &value, greedy, escape, &mut self.budget)
                 } else {
-                    trim_suffix(&pattern, &value, greedy, self.lex.escape)
-                })
+                    trim_suffix(&pattern, &value, greedy, escape, &mut self.budget)
+                }
             }
         }
     }
@@ -492,7 +501,9 @@ impl Proc<'_> {
             if replaced && !all {
                 break;
             }
-            let ends = nfa.match_ends(&chars[start..]);
+            let ends = nfa
+                .match_ends(&chars[start..], &mut self.budget)
+                .ok_or(ExpandError::TooComplex)?;
             match ends.iter().rposition(|&m| m) {
                 Some(len) if len > 0 || !pattern.is_empty() => {
                     out.push_str(&replacement);
@@ -522,35 +533,51 @@ impl Proc<'_> {
 }
 
 /// `${value#pattern}` (`greedy`: `##`): remove the shortest (longest) matching prefix.
-fn trim_prefix(pattern: &str, value: &str, greedy: bool, escape: char) -> String {
+fn trim_prefix(
+    pattern: &str,
+    value: &str,
+    greedy: bool,
+    escape: char,
+    budget: &mut u64,
+) -> Result<String, ExpandError> {
     let nfa = Nfa::compile(&shell_pattern(pattern, escape));
     let chars: Vec<char> = value.chars().collect();
-    let ends = nfa.match_ends(&chars);
+    let ends = nfa
+        .match_ends(&chars, budget)
+        .ok_or(ExpandError::TooComplex)?;
     let cut = if greedy {
         ends.iter().rposition(|&m| m)
     } else {
         ends.iter().position(|&m| m)
     };
-    match cut {
+    Ok(match cut {
         Some(n) => chars[n..].iter().collect(),
         None => value.to_owned(),
-    }
+    })
 }
 
 /// `${value%pattern}` (`greedy`: `%%`): remove the shortest (longest) matching suffix.
-fn trim_suffix(pattern: &str, value: &str, greedy: bool, escape: char) -> String {
+fn trim_suffix(
+    pattern: &str,
+    value: &str,
+    greedy: bool,
+    escape: char,
+    budget: &mut u64,
+) -> Result<String, ExpandError> {
     let mut tokens = shell_pattern(pattern, escape);
     tokens.reverse();
     let nfa = Nfa::compile(&tokens);
     let rev: Vec<char> = value.chars().rev().collect();
-    let ends = nfa.match_ends(&rev);
+    let ends = nfa
+        .match_ends(&rev, budget)
+        .ok_or(ExpandError::TooComplex)?;
     let cut = if greedy {
         ends.iter().rposition(|&m| m)
     } else {
         ends.iter().position(|&m| m)
     };
-    match cut {
+    Ok(match cut {
         Some(n) => rev[n..].iter().rev().collect(),
         None => value.to_owned(),
-    }
+    })
 }

@@ -217,3 +217,21 @@ fn unicode_names_and_values() {
     assert_eq!(expand("${café}/$café", &e, '\\').unwrap(), "crème/crème");
     assert_eq!(expand("${café%è*}", &e, '\\').unwrap(), "cr");
 }
+
+#[test]
+fn hostile_patterns_are_bounded() {
+    let mut e = env();
+    e.insert("long".into(), "a".repeat(200_000));
+    let word = format!("${{long#{}b}}", "*a".repeat(2_000));
+    let started = std::time::Instant::now();
+    let result = expand(&word, &e, '\\');
+    assert!(
+        matches!(result, Err(ExpandError::TooComplex)),
+        "expected TooComplex, got {:?}",
+        result.map(|s| s.len())
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // Ordinary patterns on long values are fine.
+    assert_eq!(expand("${long%%a*}", &e, '\\').unwrap(), "");
+    assert_eq!(expand("${long#a}", &e, '\\').unwrap().len(), 199_999);
+}
