@@ -110,7 +110,18 @@ fn mount_overlay(options: &[String], target: &Path) -> io::Result<()> {
         Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {}
         Err(e) => return Err(e.into()),
     }
-    let mut data = rest.clone();
+    mount_overlay_legacy(&lowers, &rest, ro, target)
+}
+
+/// Kernels without `lowerdir+`: `mount(2)` with the joined options when they fit in a page,
+/// otherwise [`mount_overlay_relative`].
+fn mount_overlay_legacy(
+    lowers: &[String],
+    rest: &[String],
+    ro: bool,
+    target: &Path,
+) -> io::Result<()> {
+    let mut data = rest.to_vec();
     data.push(format!("lowerdir={}", lowers.join(":")));
     let data = data.join(",");
     let flags = if ro {
@@ -123,7 +134,7 @@ fn mount_overlay(options: &[String], target: &Path) -> io::Result<()> {
         return rustix::mount::mount("overlay", target, "overlay", flags, Some(c.as_c_str()))
             .map_err(Into::into);
     }
-    mount_overlay_relative(&lowers, &rest, ro, target)
+    mount_overlay_relative(lowers, rest, ro, target)
 }
 
 fn mount_overlay_new_api(
@@ -342,5 +353,42 @@ mod tests {
         std::fs::write(target.join("new"), "x").unwrap();
         drop(g);
         assert!(up.join("new").exists());
+    }
+
+    /// The `mount(2)` fallback for short chains on kernels without `lowerdir+`.
+    #[test]
+    fn legacy_mount_of_a_short_chain() {
+        let root = tempfile::Builder::new()
+            .prefix("berthtest-mnt-")
+            .tempdir()
+            .unwrap();
+        let p = |d: &str| root.path().join(d);
+        for d in ["l1", "l2", "u", "w", "m"] {
+            std::fs::create_dir(p(d)).unwrap();
+        }
+        std::fs::write(p("l1/a"), "l1").unwrap();
+        std::fs::write(p("l2/a"), "l2").unwrap();
+        std::fs::write(p("l2/b"), "l2").unwrap();
+        let lowers = vec![
+            p("l1").to_string_lossy().into_owned(),
+            p("l2").to_string_lossy().into_owned(),
+        ];
+        let rest = vec![
+            format!("workdir={}", p("w").display()),
+            format!("upperdir={}", p("u").display()),
+        ];
+        mount_overlay_legacy(&lowers, &rest, true, &p("m")).unwrap();
+        let target = p("m");
+        struct G<'a>(&'a Path);
+        impl Drop for G<'_> {
+            fn drop(&mut self) {
+                let _ = unmount(self.0);
+            }
+        }
+        let _g = G(&target);
+        // The nearest layer wins; read-only was applied.
+        assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "l1");
+        assert_eq!(std::fs::read_to_string(target.join("b")).unwrap(), "l2");
+        assert!(std::fs::write(target.join("c"), "x").is_err());
     }
 }

@@ -266,6 +266,37 @@ pub fn layers_and_whiteouts(factory: Factory) {
     assert_eq!(fs::read(g.0.join("f")).unwrap(), b"f");
 }
 
+/// Concurrent unpacks of one layer: every thread prepares its own key, one commit under the
+/// chain ID wins, the others get `Conflict` and remove their copy.
+pub fn concurrent_commits(factory: Factory) {
+    let root = temp_root();
+    let s = factory(root.path());
+    let outcomes: Vec<bool> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..6)
+            .map(|i| {
+                let s = &s;
+                sc.spawn(move || {
+                    let key = format!("extract-{i}");
+                    s.prepare(&key, None).unwrap();
+                    write(&s.upper_dir(&key).unwrap().join("f"), b"same layer");
+                    match s.commit("sha256:chain", &key) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+                            s.remove(&key).unwrap();
+                            false
+                        }
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(outcomes.iter().filter(|w| **w).count(), 1);
+    let keys: Vec<String> = s.list().unwrap().into_iter().map(|i| i.key).collect();
+    assert_eq!(keys, vec!["sha256:chain"]);
+}
+
 /// Every case, in order.
 pub fn run_all(factory: Factory) {
     lifecycle(factory);
@@ -273,4 +304,5 @@ pub fn run_all(factory: Factory) {
     usage(factory);
     persistence(factory);
     layers_and_whiteouts(factory);
+    concurrent_commits(factory);
 }

@@ -23,7 +23,14 @@ macro_rules! suite {
     };
 }
 
-suite!(lifecycle, errors, usage, persistence, layers_and_whiteouts);
+suite!(
+    lifecycle,
+    errors,
+    usage,
+    persistence,
+    layers_and_whiteouts,
+    concurrent_commits
+);
 
 #[test]
 fn open_detects_overlay() {
