@@ -338,6 +338,9 @@ fn kill_9_during_ingest_then_ingest_again() {
         assert!(Instant::now() < deadline, "child wrote nothing");
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The live child holds the ref: another process's writer is refused.
+    let e = s.writer("pull-killed", None).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 

@@ -262,7 +262,8 @@ impl Db {
             .map_err(|e| Error::db(ctx(), e))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| Error::db(ctx(), e))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        // FULL: a committed image record survives power loss, like the blobs it names.
+        conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| Error::db(ctx(), e))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(|e| Error::db(ctx(), e))?;
