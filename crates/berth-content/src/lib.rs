@@ -1,6 +1,6 @@
 //! berth-content: the content-addressable blob store.
 //!
-//! Blobs are addressed by their [`Digest`](berth_core::Digest) and written through an *ingest*:
+//! Blobs are addressed by their [`Digest`] and written through an *ingest*:
 //! a [`Writer`] opened under a caller-chosen reference (for a pull, e.g. `pull-<digest>`), which
 //! hashes while it streams, and whose [`Writer::commit`] verifies size and digest, fsyncs, renames
 //! the data into `blobs/<alg>/<hex>`, fsyncs the directory and leaves the blob read-only (0444).
@@ -131,6 +131,14 @@ pub trait Store: Send + Sync {
 
     /// All ingests on disk (active or interrupted).
     fn ingests(&self) -> Result<Vec<IngestStatus>>;
+
+    /// The status of one ingest (e.g. a registry upload's offset) without taking its lock.
+    fn ingest_status(&self, reference: &str) -> Result<IngestStatus> {
+        self.ingests()?
+            .into_iter()
+            .find(|i| i.reference == reference)
+            .ok_or_else(|| Error::IngestNotFound(reference.to_string()))
+    }
 
     /// Whether a blob is stored.
     fn exists(&self, digest: &Digest) -> Result<bool> {

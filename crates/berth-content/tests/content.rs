@@ -193,6 +193,11 @@ fn resume_continues_at_offset() {
     assert_eq!(st[0].offset, 400_000);
     assert_eq!(st[0].total, Some(d.len() as u64));
     assert_eq!(st[0].expected.as_ref(), Some(&dg));
+    assert_eq!(s.ingest_status("ref-resume").unwrap().offset, 400_000);
+    assert_eq!(
+        s.ingest_status("nope").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     // Reopen without restating the expectation: it was recorded.
     let mut w = s.writer("ref-resume", None).unwrap();
     assert_eq!(w.offset(), 400_000);
