@@ -129,10 +129,8 @@ impl Snapshotter for OverlaySnapshotter {
     }
 
     fn commit(&self, name: &str, key: &str) -> Result<()> {
-        let row = self.db.commit(name, key)?;
-        // The work directory is only needed while the snapshot is mounted writable.
-        let _ = fs::remove_dir_all(self.db.dir(row.id).join("work"));
-        Ok(())
+        // The work directory stays: the snapshot may still be mounted; remove() deletes it.
+        self.db.commit(name, key).map(|_| ())
     }
 
     fn remove(&self, key: &str) -> Result<()> {
