@@ -45,7 +45,7 @@ struct CloneArgs {
 }
 
 /// `clone3(CLONE_PARENT)` without a new stack (fork semantics): the new process becomes a sibling
-/// of the caller, i.e. a child of the caller's parent, and gets `SIGCHLD` as exit signal.
+/// of the caller, i.e. a child of the caller's parent, with the caller's exit signal.
 ///
 /// Used by the namespace stage so that the container init is a direct child of the runtime
 /// process (which can then wait for it) although the init was forked after `unshare(CLONE_NEWPID)`.
@@ -53,7 +53,8 @@ struct CloneArgs {
 pub fn fork_as_sibling() -> io::Result<Forked> {
     let mut args = CloneArgs {
         flags: libc::CLONE_PARENT as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        // must be 0 with CLONE_PARENT: the child inherits the caller's exit signal
+        exit_signal: 0,
         ..Default::default()
     };
     // SAFETY: clone3 with stack == 0 behaves like fork: the child continues on a copy-on-write
