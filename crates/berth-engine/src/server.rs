@@ -1,0 +1,198 @@
+//! Serving the API: hyper HTTP/1.1 (keep-alive, upgrades, chunked requests) on unix sockets.
+//!
+//! Every request goes through [`dispatch`]: the `/vX.Y/` prefix is checked and stripped (the
+//! version travels as an [`ApiVersion`] request extension), the router runs, and the headers
+//! Docker sends on every response (`Api-Version`, `Docker-Experimental`, `Ostype`, `Server`)
+//! are added (except on `101 UPGRADED`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, StatusCode, Uri};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
+use tower::ServiceExt;
+
+use crate::api::version::split_version;
+use crate::api::ApiVersion;
+use crate::config::{parse_host, Listen};
+use crate::{Engine, EngineError, API_VERSION, VERSION};
+
+/// The `Server` header value.
+pub fn server_header() -> String {
+    format!("Docker/berth-{VERSION} (linux)")
+}
+
+/// Route one request: version prefix, router, common headers.
+pub async fn dispatch<B>(router: Router, mut req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let path = req.uri().path().to_string();
+    let mut resp = match split_version(&path) {
+        Err(e) => axum::response::IntoResponse::into_response(e),
+        Ok(v) => {
+            let version = match v {
+                Some((ver, tail)) => {
+                    let pq = match req.uri().query() {
+                        Some(q) => format!("{tail}?{q}"),
+                        None => tail.to_string(),
+                    };
+                    match pq.parse::<Uri>() {
+                        Ok(u) => *req.uri_mut() = u,
+                        Err(_) => {
+                            return finish(axum::response::IntoResponse::into_response(
+                                EngineError::invalid(format!("bad request path {path:?}")),
+                            ))
+                        }
+                    }
+                    ver
+                }
+                None => ApiVersion::CURRENT,
+            };
+            req.extensions_mut().insert(version);
+            match router.oneshot(req.map(Body::new)).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        }
+    };
+    resp = finish(resp);
+    resp
+}
+
+fn finish(mut resp: Response<Body>) -> Response<Body> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return resp;
+    }
+    let h = resp.headers_mut();
+    let api = format!("{}.{}", API_VERSION.0, API_VERSION.1);
+    if let Ok(v) = HeaderValue::from_str(&api) {
+        h.insert("Api-Version", v);
+    }
+    h.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    h.insert("Ostype", HeaderValue::from_static("linux"));
+    if let Ok(v) = HeaderValue::from_str(&server_header()) {
+        h.insert(axum::http::header::SERVER, v);
+    }
+    resp
+}
+
+/// A bound unix listener that removes its socket file when dropped.
+#[derive(Debug)]
+pub struct UnixSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for UnixSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl UnixSocket {
+    /// Bind `path` (mode 0660, owner root:root as we run as root). A stale socket nobody
+    /// listens on is replaced; a live one is an error.
+    pub fn bind(path: &Path) -> Result<Self, EngineError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| EngineError::io(format!("create {}", dir.display()), e))?;
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(EngineError::conflict(format!(
+                    "listen on {}: another daemon is already serving it",
+                    path.display()
+                )));
+            }
+            std::fs::remove_file(path).map_err(|e| {
+                EngineError::io(format!("remove stale socket {}", path.display()), e)
+            })?;
+        }
+        let listener = UnixListener::bind(path)
+            .map_err(|e| EngineError::io(format!("listen on {}", path.display()), e))?;
+        let sock = UnixSocket {
+            listener,
+            path: path.to_path_buf(),
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+            .map_err(|e| EngineError::io(format!("chmod {}", path.display()), e))?;
+        rustix::fs::chown(path, None, Some(rustix::fs::Gid::ROOT))
+            .map_err(|e| EngineError::io(format!("chown {}", path.display()), e.into()))?;
+        Ok(sock)
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Bind every configured host (unix sockets; tcp+TLS is not implemented yet and refused).
+pub fn bind_all(engine: &Engine) -> Result<Vec<UnixSocket>, EngineError> {
+    let mut out = Vec::new();
+    for h in &engine.config.hosts {
+        match parse_host(h)? {
+            Listen::Unix(p) => out.push(UnixSocket::bind(&p)?),
+            Listen::Tcp(a) => {
+                return Err(EngineError::unsupported(format!(
+                    "listen on tcp://{a}: TLS listeners are not implemented yet; use a unix socket"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Serve `sockets` until `shutdown` resolves. Connections in flight are dropped when the
+/// runtime stops (containers are unaffected: their shims hold their state).
+pub async fn serve(
+    engine: Arc<Engine>,
+    sockets: Vec<UnixSocket>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), EngineError> {
+    let router = crate::api::router(engine);
+    let mut tasks = tokio::task::JoinSet::new();
+    for s in sockets {
+        let router = router.clone();
+        tasks.spawn(async move {
+            let sock = s;
+            loop {
+                let (stream, _) = match sock.listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("accept on {}: {e}", sock.path.display());
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let router = router.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let router = router.clone();
+                        async move { Ok::<_, Infallible>(dispatch(router, req).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades();
+                    if let Err(e) = conn.await {
+                        tracing::debug!("connection: {e}");
+                    }
+                });
+            }
+        });
+    }
+    shutdown.await;
+    // Dropping the accept tasks drops the listeners, which removes the socket files.
+    tasks.shutdown().await;
+    Ok(())
+}
