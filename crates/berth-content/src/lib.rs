@@ -16,6 +16,22 @@
 //! blobs/sha256/<hex>                              committed blobs, mode 0444
 //! ingest/<sha256(ref)>/{data,ref,startedat,total,expected}   in-progress ingests
 //! ```
+//! ```
+//! use std::io::Write;
+//! use berth_content::{Expected, LocalStore, Store};
+//! use berth_core::Digest;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = LocalStore::open(dir.path())?;
+//! let data = b"layer bytes";
+//! let digest = Digest::sha256_of(data);
+//! let mut w = store.writer("pull-example", Some(Expected::new(digest.clone(), data.len() as u64)))?;
+//! w.write_all(&data[w.offset() as usize..])?; // resume-aware
+//! assert!(w.commit(None, None)?.is_new());
+//! assert_eq!(store.info(&digest)?.size, data.len() as u64);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Concurrency: one writer per reference at a time (an exclusive `flock` on the ingest
 //! directory; a second writer gets [`Error::Locked`], kind `Conflict`). Two ingests of the same
 //! digest under different references store it once: the second commit returns

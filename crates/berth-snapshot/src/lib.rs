@@ -20,6 +20,20 @@
 //! opaque directories with `trusted.overlay.opaque=y`), into [`Snapshotter::upper_dir`] of an
 //! active snapshot; the native snapshotter turns them into deletions at commit.
 //!
+//! ```
+//! use berth_snapshot::{NativeSnapshotter, Snapshotter};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let snaps = NativeSnapshotter::open(dir.path())?; // or berth_snapshot::open(root)
+//! snaps.prepare("extract-1", None)?;
+//! std::fs::write(snaps.upper_dir("extract-1")?.join("hello"), "world")?; // the applier's job
+//! let chain_id = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+//! snaps.commit(chain_id, "extract-1")?;
+//! let mounts = snaps.prepare("container-rw", Some(chain_id))?; // perform with mount_all
+//! assert_eq!(mounts.len(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! On disk under the root: `metadata.db` (SQLite) and `<id>/{fs,work}` with short numeric ids
 //! (native: `<id>/{fs,upper}`).
 #![forbid(unsafe_code)]
