@@ -415,11 +415,11 @@ fn print_list(list: &[State], format: &str, quiet: bool) {
 /// Wait for `pid` (a child), forwarding signals to it; returns its exit code.
 /// `sigs` must have been blocked before the child was created.
 fn supervise(pid: i32, sigs: &berth_sys::process::SignalSet) -> anyhow::Result<i32> {
-    use rustix::process::{waitpid, WaitOptions};
+    use rustix::process::{wait, WaitOptions};
     loop {
         // reap first: the child may have exited before we got here
         loop {
-            match waitpid(None, WaitOptions::NOHANG) {
+            match wait(WaitOptions::NOHANG) {
                 Ok(Some((p, st))) => {
                     if p.as_raw_nonzero().get() == pid {
                         return Ok(berth_runtime::exit_code(st));
