@@ -19,6 +19,7 @@ use crate::spec::{
     media, ArchiveManifestEntry, Descriptor, ImageConfig, Index, Manifest, ManifestKind,
     ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE,
 };
+use crate::stage::{looks_like_layer, Job, Stager, STAGE_MIN_SIZE};
 use crate::ImageError;
 
 /// Entries up to this size (other than `*/layer.tar`) are buffered in memory.
@@ -114,8 +115,21 @@ pub(crate) fn maybe_decompress<'a, R: Read + 'a>(r: R) -> io::Result<Box<dyn Rea
 pub(crate) fn ingest(
     store: &dyn Store,
     prefix: &str,
+    r: impl Read,
+    expected: Option<Expected>,
+) -> Result<(Digest, u64), ImageError> {
+    ingest_with(store, prefix, r, expected, None, 0)
+}
+
+/// [`ingest`], also feeding a speculative layer apply when the data looks like a layer and
+/// `size_hint` is large enough.
+pub(crate) fn ingest_with(
+    store: &dyn Store,
+    prefix: &str,
     mut r: impl Read,
     expected: Option<Expected>,
+    mut stager: Option<&mut Stager>,
+    size_hint: u64,
 ) -> Result<(Digest, u64), ImageError> {
     let reference = unique_ref(prefix);
     let mut w = match store.writer(&reference, expected.clone()) {
@@ -132,30 +146,54 @@ pub(crate) fn ingest(
     }
     let mut buf = vec![0u8; BUF];
     let mut n = 0u64;
-    loop {
-        let k = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(k) => k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let _ = w.abort();
-                return Err(ImageError::io(
-                    format!("read data for ingest {reference}"),
-                    e,
-                ));
+    let mut job: Option<Job> = None;
+    let res = (|| -> Result<(), ImageError> {
+        loop {
+            let k = match r.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(k) => k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(ImageError::io(
+                        format!("read data for ingest {reference}"),
+                        e,
+                    ));
+                }
+            };
+            if n == 0 && size_hint >= STAGE_MIN_SIZE && looks_like_layer(&buf[..k]) {
+                job = stager.as_deref_mut().and_then(Stager::start);
             }
-        };
-        if let Err(e) = w.write_all(&buf[..k]) {
-            let _ = w.abort();
-            return Err(ImageError::io(format!("write ingest {reference}"), e));
+            if let Some(j) = job.as_mut() {
+                j.feed(&buf[..k]);
+            }
+            w.write_all(&buf[..k])
+                .map_err(|e| ImageError::io(format!("write ingest {reference}"), e))?;
+            n += k as u64;
         }
-        n += k as u64;
+    })();
+    if let Err(e) = res {
+        let _ = w.abort();
+        if let (Some(s), Some(j)) = (stager, job) {
+            s.discard(j);
+        }
+        return Err(e);
     }
     let exp_digest = expected.as_ref().map(|e| e.digest.clone());
-    let c: Committed = w
+    let c: Result<Committed, ImageError> = w
         .commit(Some(n), exp_digest.as_ref())
-        .ctx(|| format!("commit ingest {reference}"))?;
-    Ok((c.digest().clone(), n))
+        .ctx(|| format!("commit ingest {reference}"));
+    match (c, stager, job) {
+        (Ok(c), Some(s), Some(j)) => {
+            s.done(c.digest().clone(), j);
+            Ok((c.digest().clone(), n))
+        }
+        (Ok(c), _, _) => Ok((c.digest().clone(), n)),
+        (Err(e), Some(s), Some(j)) => {
+            s.discard(j);
+            Err(e)
+        }
+        (Err(e), _, _) => Err(e),
+    }
 }
 
 pub(crate) fn unique_ref(prefix: &str) -> String {
@@ -214,6 +252,7 @@ pub(crate) fn sniff_layer_media_type(
 struct Loader<'a> {
     store: &'a dyn Store,
     hook: BlobHook<'a>,
+    stager: Option<&'a mut Stager>,
     files: HashMap<String, Stored>,
     mem_used: u64,
 }
@@ -247,7 +286,14 @@ impl<'a> Loader<'a> {
                 self.files.insert(path, Stored::Blob(d, size));
                 return Ok(());
             }
-            let (d, n) = ingest(self.store, "load", &mut e, Some(Expected::new(d, size)))?;
+            let (d, n) = ingest_with(
+                self.store,
+                "load",
+                &mut e,
+                Some(Expected::new(d, size)),
+                self.stager.as_deref_mut(),
+                size,
+            )?;
             (self.hook)(&d)?;
             self.files.insert(path, Stored::Blob(d, n));
             return Ok(());
@@ -270,7 +316,14 @@ impl<'a> Loader<'a> {
             self.files.insert(path, Stored::Mem(v));
             return Ok(());
         }
-        let (d, n) = ingest(self.store, "load", &mut e, None)?;
+        let (d, n) = ingest_with(
+            self.store,
+            "load",
+            &mut e,
+            None,
+            self.stager.as_deref_mut(),
+            size,
+        )?;
         (self.hook)(&d)?;
         self.files.insert(path, Stored::Blob(d, n));
         Ok(())
@@ -403,11 +456,22 @@ pub fn load_archive(
     reader: impl Read,
     hook: BlobHook<'_>,
 ) -> Result<Vec<LoadedImage>, ImageError> {
+    load_archive_staged(store, reader, hook, None)
+}
+
+/// [`load_archive`], applying layer-like blobs speculatively into `stager` as they stream.
+pub(crate) fn load_archive_staged<'a>(
+    store: &'a dyn Store,
+    reader: impl Read,
+    hook: BlobHook<'a>,
+    stager: Option<&'a mut Stager>,
+) -> Result<Vec<LoadedImage>, ImageError> {
     let r = maybe_decompress(reader).map_err(|e| ImageError::io("read archive", e))?;
     let mut ar = tar::Archive::new(r);
     let mut loader = Loader {
         store,
         hook,
+        stager,
         files: HashMap::new(),
         mem_used: 0,
     };

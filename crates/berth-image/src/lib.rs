@@ -16,6 +16,7 @@ pub mod layer;
 pub mod select;
 pub mod service;
 pub mod spec;
+mod stage;
 pub mod timefmt;
 
 pub use chain::{chain_id, chain_ids};

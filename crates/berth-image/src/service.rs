@@ -9,7 +9,7 @@
 //! the input is a reference (`busybox` = `docker.io/library/busybox:latest`, `name@digest`
 //! matches the target digest); failing that, a hex prefix of an id (ambiguous prefixes fail).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -30,6 +30,7 @@ use crate::select::select_manifest;
 use crate::spec::{
     media, Descriptor, ImageConfig, Manifest, ManifestKind, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE,
 };
+use crate::stage::{cleanup_dead, move_into, Staged, Stager};
 use crate::ImageError;
 
 impl KindedError for berth_metadata::Error {
@@ -366,6 +367,7 @@ impl ImageService {
             .ctx(|| format!("open snapshotter in {}", root.display()))?;
         let db = Db::open(root.join("berth.db"))
             .ctx(|| format!("open metadata in {}", root.display()))?;
+        cleanup_dead(&root.join("tmp"));
         Ok(ImageService {
             root,
             content,
@@ -575,13 +577,14 @@ impl ImageService {
     pub fn unpack(&self, name_or_id: &str) -> Result<UnpackReport, ImageError> {
         let img = self.resolve(name_or_id)?;
         let lease = self.lease("unpack")?;
-        self.unpack_resolved(&img, &lease)
+        self.unpack_resolved(&img, &lease, &mut HashMap::new())
     }
 
     fn unpack_resolved(
         &self,
         img: &ResolvedImage,
         lease: &LeaseGuard<'_>,
+        staged: &mut HashMap<Digest, Staged>,
     ) -> Result<UnpackReport, ImageError> {
         let diff_ids = &img.config.rootfs.diff_ids;
         if diff_ids.len() != img.manifest.layers.len() {
@@ -619,6 +622,17 @@ impl ImageService {
                     .snapshots
                     .upper_dir(&active)
                     .ctx(|| format!("snapshot {active}"))?;
+                // Applied while it streamed in: move the staged tree into place.
+                if let Some(st) = staged.remove(&layer.digest) {
+                    if st.report.diff_id == *diff_id && move_into(&st.dir, &upper).is_ok() {
+                        return Ok(st.report.uncompressed_size);
+                    }
+                    // Wrong diff id or a failed move: start again from the blob.
+                    let _ = std::fs::remove_dir_all(&st.dir);
+                    let _ = std::fs::remove_dir_all(&upper);
+                    std::fs::create_dir(&upper)
+                        .map_err(|e| ImageError::io(format!("reset {}", upper.display()), e))?;
+                }
                 let blob = self
                     .content
                     .reader(&layer.digest)
@@ -726,6 +740,7 @@ impl ImageService {
         &self,
         loaded: Vec<LoadedImage>,
         lease: &LeaseGuard<'_>,
+        staged: &mut HashMap<Digest, Staged>,
     ) -> Result<Vec<LoadResult>, ImageError> {
         // Unpack everything first, then write the records: a failed unpack registers nothing.
         let mut ready = Vec::new();
@@ -744,7 +759,7 @@ impl ImageService {
                 config,
                 records: Vec::new(),
             };
-            self.unpack_resolved(&img, lease)?;
+            self.unpack_resolved(&img, lease, staged)?;
             ready.push((l, img.id));
         }
         ready
@@ -757,11 +772,14 @@ impl ImageService {
     /// unpacked and tagged.
     pub fn load(&self, reader: impl Read) -> Result<Vec<LoadResult>, ImageError> {
         let lease = self.lease("load")?;
+        let mut stager = Stager::new(&self.root.join("tmp"))
+            .map_err(|e| ImageError::io(format!("create staging in {}", self.root.display()), e))?;
         let loaded = {
             let mut hook = |d: &Digest| self.lease_add(&lease, Resource::Content(d.clone()));
-            archive::load_archive(&self.content, reader, &mut hook)?
+            archive::load_archive_staged(&self.content, reader, &mut hook, Some(&mut stager))?
         };
-        self.finish_load(loaded, &lease)
+        let mut staged = stager.finish();
+        self.finish_load(loaded, &lease, &mut staged)
     }
 
     /// Load an OCI image layout directory (`oci:`).
@@ -771,7 +789,7 @@ impl ImageService {
             let mut hook = |d: &Digest| self.lease_add(&lease, Resource::Content(d.clone()));
             archive::load_oci_dir(&self.content, dir, &mut hook)?
         };
-        self.finish_load(loaded, &lease)
+        self.finish_load(loaded, &lease, &mut HashMap::new())
     }
 
     /// `docker import`: a rootfs tarball becomes an image, tagged `reference` when given.
@@ -796,6 +814,7 @@ impl ImageService {
                 names: name.into_iter().collect(),
             }],
             &lease,
+            &mut HashMap::new(),
         )?;
         res.pop()
             .ok_or_else(|| ImageError::Invalid("import produced no image".into()))

@@ -839,14 +839,30 @@ fn shared_base_layer_stored_and_unpacked_once() {
     let rb = svc.resolve("berthtest/share:b").unwrap();
     assert_eq!(ra.chain_ids()[0], rb.chain_ids()[0]);
     assert_eq!(svc.unpack("berthtest/share:b").unwrap().reused, 2);
+    // the base was applied while streaming (staged) and moved into place intact
+    let view = View::new(&svc, &rb.top_chain_id().unwrap());
+    assert_eq!(std::fs::read(view.path().join("base.bin")).unwrap(), big);
+    assert_eq!(std::fs::read(view.path().join("b")).unwrap(), b"b");
+    assert!(!view.path().join("a").exists());
+    drop(view);
+    let staging: Vec<_> = std::fs::read_dir(root.path().join("tmp"))
+        .unwrap()
+        .collect();
+    assert!(staging.is_empty(), "staging left behind: {staging:?}");
 }
 
 #[test]
 fn corrupt_layer_is_refused_and_nothing_registered() {
+    corrupt_layer_case(b"good".to_vec(), b"evil".to_vec());
+    // large enough to be applied while streaming: the staged tree is discarded too
+    corrupt_layer_case(vec![b'g'; 3 << 20], vec![b'e'; 3 << 20]);
+}
+
+fn corrupt_layer_case(good: Vec<u8>, bad: Vec<u8>) {
     let host = Platform::host();
-    let mut b = build(&[(layer(&[("f", b"good", 0o644)]), true)], &host, "x");
+    let mut b = build(&[(layer(&[("f", &good, 0o644)]), false)], &host, "x");
     // swap the layer for another one: digest fine, diff id wrong
-    let evil = gzip(&layer(&[("f", b"evil", 0o644)]));
+    let evil = layer(&[("f", &bad, 0o644)]);
     let m_idx = b.blobs.len() - 1;
     let mut m: Manifest = serde_json::from_slice(&b.blobs[m_idx]).unwrap();
     m.layers[0] = Descriptor::new(
