@@ -125,6 +125,10 @@ fn rich_layer() -> Vec<E> {
         E::file("etc/shadow", "root:*::0:::::\n")
             .mode(0o640)
             .owner(0, 42),
+        E::dir("home/"),
+        E::dir("run/"),
+        E::dir("srv/"),
+        E::dir("dev/"),
         E::dir("home/user/")
             .owner(1000, 1000)
             .mode(0o700)

@@ -113,9 +113,9 @@ pub(crate) struct StreamSums {
 /// A decompressing reader of a layer that hashes both the compressed and the uncompressed
 /// stream in the same pass.
 pub(crate) enum LayerStream<R: BufRead> {
-    Plain(HashBufRead<R>),
-    Gzip(HashBufRead<BufReader<flate2::bufread::MultiGzDecoder<HashBufRead<R>>>>),
-    Zstd(HashBufRead<BufReader<zstd::stream::read::Decoder<'static, HashBufRead<R>>>>),
+    Plain(Box<HashBufRead<R>>),
+    Gzip(Box<HashBufRead<BufReader<flate2::bufread::MultiGzDecoder<HashBufRead<R>>>>>),
+    Zstd(Box<HashBufRead<BufReader<zstd::stream::read::Decoder<'static, HashBufRead<R>>>>>),
 }
 
 impl<R: BufRead> LayerStream<R> {
@@ -135,16 +135,20 @@ impl<R: BufRead> LayerStream<R> {
         }
         let c = detect(head);
         let s = match c {
-            Compression::None => LayerStream::Plain(HashBufRead::new(reader)),
-            Compression::Gzip => LayerStream::Gzip(HashBufRead::new(BufReader::with_capacity(
-                BUF_SIZE,
-                flate2::bufread::MultiGzDecoder::new(HashBufRead::new(reader)),
-            ))),
-            Compression::Zstd => LayerStream::Zstd(HashBufRead::new(BufReader::with_capacity(
-                BUF_SIZE,
-                zstd::stream::read::Decoder::with_buffer(HashBufRead::new(reader))
-                    .map_err(LayerError::Read)?,
-            ))),
+            Compression::None => LayerStream::Plain(Box::new(HashBufRead::new(reader))),
+            Compression::Gzip => {
+                LayerStream::Gzip(Box::new(HashBufRead::new(BufReader::with_capacity(
+                    BUF_SIZE,
+                    flate2::bufread::MultiGzDecoder::new(HashBufRead::new(reader)),
+                ))))
+            }
+            Compression::Zstd => {
+                LayerStream::Zstd(Box::new(HashBufRead::new(BufReader::with_capacity(
+                    BUF_SIZE,
+                    zstd::stream::read::Decoder::with_buffer(HashBufRead::new(reader))
+                        .map_err(LayerError::Read)?,
+                ))))
+            }
         };
         Ok((c, s))
     }

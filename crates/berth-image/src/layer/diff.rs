@@ -296,7 +296,7 @@ fn walk_pair<W: Write>(
                 // metadata (mtime) after changing its children.
                 em.pending.push(PendingDir {
                     rel: child.clone(),
-                    st: st.clone(),
+                    st,
                     xattrs: new_x.clone(),
                     written: false,
                 });
@@ -443,11 +443,11 @@ impl<W: Write> Emitter<W> {
         name: &[u8],
         etype: EntryType,
         st: Option<&rfs::Stat>,
-        size: u64,
         link: &[u8],
         xattrs: &[(String, Vec<u8>)],
-        data: Option<File>,
+        data: Option<(File, u64)>,
     ) -> Result<(), LayerError> {
+        let size = data.as_ref().map_or(0, |d| d.1);
         for i in 0..self.pending.len() {
             if !self.pending[i].written {
                 self.pending[i].written = true;
@@ -526,7 +526,7 @@ impl<W: Write> Emitter<W> {
         }
         h.set_cksum();
         match data {
-            Some(f) => {
+            Some((f, _)) => {
                 // Exactly `size` bytes: a file that changed size under us is an error, not a
                 // corrupt archive.
                 let mut r = ExactReader { f, left: size };
@@ -546,7 +546,7 @@ impl<W: Write> Emitter<W> {
     /// A whiteout or opaque marker `name` in directory `dir`.
     fn marker(&mut self, dir: &RelPath, name: &[u8]) -> Result<(), LayerError> {
         let p = dir.join(name).to_bytes();
-        self.append(&p, EntryType::Regular, None, 0, b"", &[], None)
+        self.append(&p, EntryType::Regular, None, b"", &[], None)
     }
 
     fn dir(
@@ -557,7 +557,7 @@ impl<W: Write> Emitter<W> {
     ) -> Result<(), LayerError> {
         let mut p = rel.to_bytes();
         p.push(b'/');
-        self.append(&p, EntryType::Directory, Some(st), 0, b"", xattrs, None)
+        self.append(&p, EntryType::Directory, Some(st), b"", xattrs, None)
     }
 
     fn file(
@@ -571,7 +571,7 @@ impl<W: Write> Emitter<W> {
         if st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
             if let Some(first) = self.links.get(&key).cloned() {
-                return self.append(&p, EntryType::Link, Some(st), 0, &first, &[], None);
+                return self.append(&p, EntryType::Link, Some(st), &first, &[], None);
             }
             self.links.insert(key, p.clone());
         }
@@ -579,10 +579,9 @@ impl<W: Write> Emitter<W> {
             &p,
             EntryType::Regular,
             Some(st),
-            st.st_size as u64,
             b"",
             xattrs,
-            Some(data),
+            Some((data, st.st_size as u64)),
         )
     }
 
@@ -609,7 +608,7 @@ impl<W: Write> Emitter<W> {
         } else {
             Vec::new()
         };
-        self.append(&rel.to_bytes(), etype, Some(st), 0, &link, &xattrs, None)
+        self.append(&rel.to_bytes(), etype, Some(st), &link, &xattrs, None)
     }
 }
 
