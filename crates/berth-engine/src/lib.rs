@@ -13,10 +13,12 @@
 pub mod api;
 pub mod config;
 pub mod containers;
+pub mod daemon;
 pub mod db;
 mod error;
 pub mod events;
 pub mod filters;
+pub mod reaper;
 pub mod server;
 pub mod volumes;
 
@@ -75,6 +77,8 @@ pub struct Services {
     pub volumes: Arc<volumes::VolumeStore>,
     /// The engine database (`<data-root>/engine.db`).
     pub db: Arc<db::EngineDb>,
+    /// The orphan reaper: [`reaper::Reaper::exempt`] pids you spawn and wait for yourself.
+    pub reaper: reaper::Reaper,
 }
 
 /// The engine: every service, shared by the API handlers as `Arc<Engine>`.
@@ -91,6 +95,8 @@ pub struct Engine {
     pub volumes: Arc<volumes::VolumeStore>,
     /// Engine database.
     pub db: Arc<db::EngineDb>,
+    /// The orphan reaper (started by [`daemon::run`]).
+    pub reaper: reaper::Reaper,
     /// A stable id for `/info` (kept in `<data-root>/engine-id`).
     pub id: String,
 }
@@ -122,12 +128,14 @@ impl Engine {
             events.clone(),
         )?);
         let id = engine_id(&config.data_root)?;
+        let reaper = reaper::Reaper::new();
         let services = Services {
             config: config.clone(),
             images: images.clone(),
             events: events.clone(),
             volumes: volumes.clone(),
             db: db.clone(),
+            reaper: reaper.clone(),
         };
         let containers = containers::ContainerManager::open(&services)?;
         Ok(Arc::new(Engine {
@@ -137,6 +145,7 @@ impl Engine {
             events,
             volumes,
             db,
+            reaper,
             id,
         }))
     }
@@ -149,6 +158,7 @@ impl Engine {
             events: self.events.clone(),
             volumes: self.volumes.clone(),
             db: self.db.clone(),
+            reaper: self.reaper.clone(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The `berth` binary: one executable for every role (see ARCHITECTURE.md).
 #![forbid(unsafe_code)]
 
+mod daemon_cmd;
 mod image_cmd;
 mod registry_cmd;
 mod runtime_cmd;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// OCI runtime with runc's command line (also reachable as `berth-runc`).
     Runtime(runtime_cmd::RuntimeArgs),
+    /// The engine: serve the Docker Engine API.
+    Daemon(daemon_cmd::DaemonArgs),
     /// Manage images in a local data root.
     Image(image_cmd::ImageArgs),
     /// OCI Distribution registry.
@@ -42,6 +45,7 @@ fn main() {
         let cli = Cli::parse();
         let res = match cli.command {
             Command::Runtime(a) => runtime_cmd::run(a),
+            Command::Daemon(a) => daemon_cmd::run(a),
             Command::Image(a) => image_cmd::run(a),
             Command::Registry(a) => registry_cmd::run(a),
         };
