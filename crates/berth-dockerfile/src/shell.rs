@@ -86,8 +86,8 @@ pub enum ExpandError {
         /// The message given in the word, or the default one.
         message: String,
     },
-    /// An opening quote without its closing one, or `${a/b` without `/`.
-    #[error("unexpected end of statement while looking for matching {0}")]
+    /// An opening quote without its closing one.
+    #[error("unexpected end of statement while looking for matching {}", quote_name(*.0))]
     Unterminated(char),
     /// Nesting deeper than [`MAX_NESTING`].
     #[error("substitution nested deeper than {MAX_NESTING} levels")]
@@ -95,6 +95,14 @@ pub enum ExpandError {
     /// A `#`, `%` or `/` pattern that would take too long to match against the value.
     #[error("pattern in substitution too complex for a value of this length")]
     TooComplex,
+}
+
+fn quote_name(c: char) -> String {
+    match c {
+        '\'' => "single-quote".into(),
+        '"' => "double-quote".into(),
+        c => c.to_string(),
+    }
 }
 
 impl ExpandError {

@@ -113,11 +113,11 @@ fn syntax_errors() {
     assert_eq!(err("${name^^}"), "unsupported modifier (^) in substitution");
     assert_eq!(
         err("'abc"),
-        "unexpected end of statement while looking for matching '"
+        "unexpected end of statement while looking for matching single-quote"
     );
     assert_eq!(
         err("\"abc"),
-        "unexpected end of statement while looking for matching \""
+        "unexpected end of statement while looking for matching double-quote"
     );
     let deep = format!("{}x{}", "${u:-".repeat(100), "}".repeat(100));
     assert_eq!(
