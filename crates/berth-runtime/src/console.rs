@@ -15,7 +15,11 @@ use rustix::net::{
 
 /// Open a new pty pair from the current /dev/ptmx: (master, slave).
 pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
-    let master = rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY | rustix::pty::OpenptFlags::CLOEXEC)?;
+    let master = rustix::pty::openpt(
+        rustix::pty::OpenptFlags::RDWR
+            | rustix::pty::OpenptFlags::NOCTTY
+            | rustix::pty::OpenptFlags::CLOEXEC,
+    )?;
     rustix::pty::grantpt(&master)?;
     rustix::pty::unlockpt(&master)?;
     let name = rustix::pty::ptsname(&master, Vec::new())?;
@@ -77,5 +81,7 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
             }
         }
     }
-    Err(io::Error::other("no file descriptor received on console socket"))
+    Err(io::Error::other(
+        "no file descriptor received on console socket",
+    ))
 }

@@ -8,6 +8,8 @@ use berth_core::ErrorKind;
 use oci_spec::runtime::{Hook, LinuxNamespaceType, Process, Spec};
 use rustix::fs::{Mode, OFlags};
 
+use berth_cgroups::{FreezerState, Manager};
+
 use crate::error::{Error, Result};
 use crate::init::{self, ChildConfig};
 use crate::state::{self, Persisted, Root, State, Status, EXEC_FIFO};
@@ -61,6 +63,7 @@ struct Cleanup<'a> {
     root: &'a Root,
     id: Option<&'a str>,
     pids: Vec<i32>,
+    cgroup: Option<Manager>,
     armed: bool,
 }
 
@@ -74,6 +77,9 @@ impl Drop for Cleanup<'_> {
         }
         for &pid in &self.pids {
             let _ = reap(pid);
+        }
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.kill_and_destroy();
         }
         if let Some(id) = self.id {
             let _ = self.root.remove(id);
@@ -129,7 +135,10 @@ fn write_maps(pid: i32, spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-fn hooks_of(spec: &Spec, pick: impl Fn(&oci_spec::runtime::Hooks) -> Option<Vec<Hook>>) -> Vec<Hook> {
+fn hooks_of(
+    spec: &Spec,
+    pick: impl Fn(&oci_spec::runtime::Hooks) -> Option<Vec<Hook>>,
+) -> Vec<Hook> {
     spec.hooks().as_ref().and_then(pick).unwrap_or_default()
 }
 
@@ -174,6 +183,7 @@ impl Runtime {
             root: &self.root,
             id: Some(id),
             pids: Vec::new(),
+            cgroup: None,
             armed: true,
         };
         let lock = self.root.lock(id)?;
@@ -182,12 +192,13 @@ impl Runtime {
             .map_err(|e| Error::io(format!("mkfifo {}", fifo_path.display()), e))?;
         let fifo = rustix::fs::open(&fifo_path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| Error::io(format!("open {}", fifo_path.display()), e))?;
-        let console = match &opts.console_socket {
-            Some(p) => Some(crate::console::connect(p).map_err(|e| {
-                Error::io(format!("connect to console socket {}", p.display()), e)
-            })?),
-            None => None,
-        };
+        let console =
+            match &opts.console_socket {
+                Some(p) => Some(crate::console::connect(p).map_err(|e| {
+                    Error::io(format!("connect to console socket {}", p.display()), e)
+                })?),
+                None => None,
+            };
         let (new_ns, join) = init::plan_namespaces(&spec);
         let new_user = new_ns & libc::CLONE_NEWUSER != 0;
         let in_user_ns = new_user || join.iter().any(|(f, _)| *f == libc::CLONE_NEWUSER);
@@ -240,6 +251,18 @@ impl Runtime {
         };
         drop(cchan);
         cleanup.pids.push(spid);
+        let cgroups_path = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.to_string_lossy().into_owned());
+        let cg = Manager::new(cgroups_path.as_deref(), id)?;
+        cg.create()?;
+        cleanup.cgroup = Some(cg.clone());
+        if let Some(r) = cgroup_resources(&spec) {
+            cg.apply(&r)?;
+        }
+        cg.add_task(spid)?;
         let mut state = State {
             oci_version: OCI_VERSION.into(),
             id: id.into(),
@@ -316,7 +339,7 @@ impl Runtime {
             rootfs,
             created,
             spec: spec.clone(),
-            cgroup: None,
+            cgroup: serde_json::to_value(&cg).ok(),
         };
         self.root.save(&persisted)?;
         if let Some(pf) = &opts.pid_file {
@@ -333,6 +356,8 @@ impl Runtime {
             Status::Stopped
         } else if self.root.container_dir(&p.id).join(EXEC_FIFO).exists() {
             Status::Created
+        } else if cgroup_of(p).is_some_and(|c| c.state() == FreezerState::Frozen) {
+            Status::Paused
         } else {
             Status::Running
         }
@@ -388,7 +413,9 @@ impl Runtime {
         match self.status_of(&p) {
             Status::Created => {}
             Status::Stopped => {
-                return Err(Error::State("cannot start a container that has stopped".into()))
+                return Err(Error::State(
+                    "cannot start a container that has stopped".into(),
+                ))
             }
             _ => {
                 return Err(Error::State(
@@ -432,6 +459,10 @@ impl Runtime {
             return Err(Error::State("container not running".into()));
         }
         if all {
+            if let Some(cg) = cgroup_of(&p).filter(|c| c.exists()) {
+                cg.kill_all(sig)?;
+                return Ok(());
+            }
             for pid in self.pids_of(&p)? {
                 let _ = berth_sys::process::kill(pid, sig);
             }
@@ -441,12 +472,69 @@ impl Runtime {
             .map_err(|e| Error::io(format!("kill container {id} (pid {})", p.pid), e))
     }
 
-    /// Host pids of the container's processes. Without cgroups: the init and its descendants.
+    /// Host pids of the container's processes: its cgroup's, or without one the init and its
+    /// descendants.
     fn pids_of(&self, p: &Persisted) -> Result<Vec<i32>> {
+        if let Some(cg) = cgroup_of(p).filter(|c| c.exists()) {
+            return Ok(cg.pids()?);
+        }
         if !state::init_alive(p) {
             return Ok(Vec::new());
         }
         Ok(descendants(p.pid))
+    }
+
+    /// Host pids of the processes of container `id` (`runc ps`).
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+        let p = self.root.load(id)?;
+        self.pids_of(&p)
+    }
+
+    /// Freeze every process of a running container.
+    pub fn pause(&self, id: &str) -> Result<()> {
+        let _lock = self.root.lock(id)?;
+        let p = self.root.load(id)?;
+        match self.status_of(&p) {
+            Status::Running => {}
+            Status::Paused => return Err(Error::State("container already paused".into())),
+            _ => return Err(Error::State("container not running".into())),
+        }
+        let cg =
+            cgroup_of(&p).ok_or_else(|| Error::Unsupported("container has no cgroup".into()))?;
+        cg.freeze()?;
+        Ok(())
+    }
+
+    /// Thaw a paused container.
+    pub fn resume(&self, id: &str) -> Result<()> {
+        let _lock = self.root.lock(id)?;
+        let p = self.root.load(id)?;
+        if self.status_of(&p) != Status::Paused {
+            return Err(Error::State("container not paused".into()));
+        }
+        let cg =
+            cgroup_of(&p).ok_or_else(|| Error::Unsupported("container has no cgroup".into()))?;
+        cg.thaw()?;
+        Ok(())
+    }
+
+    /// Resource usage of container `id` (the `data` of `runc events --stats`).
+    pub fn stats(&self, id: &str) -> Result<berth_cgroups::Stats> {
+        let p = self.root.load(id)?;
+        if self.status_of(&p) == Status::Stopped {
+            return Err(Error::State("container not running".into()));
+        }
+        let cg =
+            cgroup_of(&p).ok_or_else(|| Error::Unsupported("container has no cgroup".into()))?;
+        Ok(cg.stats()?)
+    }
+
+    /// How many processes of container `id` the kernel OOM killer has killed.
+    pub fn oom_kill_count(&self, id: &str) -> Result<u64> {
+        let p = self.root.load(id)?;
+        let cg =
+            cgroup_of(&p).ok_or_else(|| Error::Unsupported("container has no cgroup".into()))?;
+        Ok(cg.oom_kill_count()?)
     }
 
     /// Delete container `id`. A stopped or created container is removed; a running one only
@@ -477,6 +565,9 @@ impl Runtime {
                 self.kill_and_wait(&p)?;
             }
         }
+        if let Some(cg) = cgroup_of(&p) {
+            cg.kill_and_destroy()?;
+        }
         let poststop = hooks_of(&p.spec, |h| h.poststop().clone());
         if !poststop.is_empty() {
             let mut st = self.to_state(&p);
@@ -490,6 +581,11 @@ impl Runtime {
     }
 
     fn kill_and_wait(&self, p: &Persisted) -> Result<()> {
+        if let Some(cg) = cgroup_of(p).filter(|c| c.exists()) {
+            if cg.state() != FreezerState::Thawed {
+                let _ = cg.thaw();
+            }
+        }
         let pids = self.pids_of(p)?;
         let _ = berth_sys::process::kill(p.pid, libc::SIGKILL);
         for pid in pids {
@@ -504,9 +600,7 @@ impl Runtime {
         let p = self.root.load(id)?;
         match self.status_of(&p) {
             Status::Created | Status::Running => {}
-            Status::Paused => {
-                return Err(Error::State("cannot exec in a paused container".into()))
-            }
+            Status::Paused => return Err(Error::State("cannot exec in a paused container".into())),
             _ => return Err(Error::State("cannot exec in a stopped container".into())),
         }
         let terminal = opts.process.terminal().unwrap_or(false);
@@ -580,8 +674,12 @@ impl Runtime {
             root: &self.root,
             id: None,
             pids: vec![spid],
+            cgroup: None,
             armed: true,
         };
+        if let Some(cg) = cgroup_of(&p).filter(|c| c.exists()) {
+            cg.add_task(spid)?;
+        }
         pchan
             .send(&Msg::Go)
             .map_err(|e| Error::io("sync: send", e))?;
@@ -623,6 +721,36 @@ impl Runtime {
     }
 }
 
+/// The spec's resources with the device rules every container gets (runc's): the spec's rules,
+/// then access to each device of `linux.devices`, then the standard devices (null, zero, tty,
+/// pts...) and mknod of anything.
+fn cgroup_resources(spec: &Spec) -> Option<oci_spec::runtime::LinuxResources> {
+    let linux = spec.linux().as_ref()?;
+    let mut r = linux.resources().clone()?;
+    if let Some(rules) = r.devices().clone() {
+        let mut rules = rules;
+        for d in linux.devices().as_deref().unwrap_or(&[]) {
+            let mut rule = oci_spec::runtime::LinuxDeviceCgroup::default();
+            rule.set_allow(true);
+            rule.set_typ(Some(d.typ()));
+            rule.set_major(Some(d.major()));
+            rule.set_minor(Some(d.minor()));
+            rule.set_access(Some("rwm".into()));
+            rules.push(rule);
+        }
+        rules.extend(berth_cgroups::devices::default_allowed());
+        r.set_devices(Some(rules));
+    }
+    Some(r)
+}
+
+/// The cgroup manager saved with a container.
+fn cgroup_of(p: &Persisted) -> Option<Manager> {
+    p.cgroup
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
 /// `pid` and all its descendants (from /proc/*/stat parent links).
 pub fn descendants(pid: i32) -> Vec<i32> {
     let mut parent_of: Vec<(i32, i32)> = Vec::new();
@@ -633,8 +761,7 @@ pub fn descendants(pid: i32) -> Vec<i32> {
             };
             if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
                 if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) {
-                    if let Some(pp) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok())
-                    {
+                    if let Some(pp) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
                         parent_of.push((p, pp));
                     }
                 }
@@ -658,8 +785,9 @@ pub fn descendants(pid: i32) -> Vec<i32> {
 /// Wait until the init recorded in `p` has exited (zombie or gone), up to `timeout`.
 fn wait_gone(p: &Persisted, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    let pidfd: Option<OwnedFd> = rustix::process::Pid::from_raw(p.pid)
-        .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok());
+    let pidfd: Option<OwnedFd> = rustix::process::Pid::from_raw(p.pid).and_then(|pid| {
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+    });
     while state::init_alive(p) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -673,7 +801,11 @@ fn wait_gone(p: &Persisted, timeout: Duration) -> Result<()> {
                 let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
                 let ts = rustix::event::Timespec {
                     tv_sec: left.as_secs().min(1) as i64,
-                    tv_nsec: if left.as_secs() == 0 { left.subsec_nanos() as i64 } else { 0 },
+                    tv_nsec: if left.as_secs() == 0 {
+                        left.subsec_nanos() as i64
+                    } else {
+                        0
+                    },
                 };
                 let _ = rustix::event::poll(&mut fds, Some(&ts));
             }

@@ -44,6 +44,9 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// A cgroup operation failed.
+    #[error(transparent)]
+    Cgroup(#[from] berth_cgroups::CgroupError),
     /// A hook failed.
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
@@ -60,6 +63,7 @@ impl Error {
             Error::Init { kind, .. } => *kind,
             Error::Io { source, .. } => io_kind(source),
             Error::Hook(e) => e.kind(),
+            Error::Cgroup(e) => e.kind(),
         }
     }
 

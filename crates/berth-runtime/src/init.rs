@@ -135,7 +135,10 @@ fn expect(chan: &Channel, want: &Msg) -> SetupResult<Option<Msg>> {
             format!("sync: expected {want:?}, got {m:?}"),
             ErrorKind::Internal,
         )),
-        Ok(None) => Err(SetupError::new("sync: runtime went away", ErrorKind::Internal)),
+        Ok(None) => Err(SetupError::new(
+            "sync: runtime went away",
+            ErrorKind::Internal,
+        )),
         Err(e) => Err(SetupError::io("sync: receive", e)),
     }
 }
@@ -262,7 +265,12 @@ fn init(cfg: &ChildConfig<'_>, chan: &Channel) -> SetupResult<Never> {
     }
     let mut console = None;
     if cfg.setup_rootfs {
-        if let Some(h) = cfg.spec.hooks().as_ref().and_then(|h| h.create_container().clone()) {
+        if let Some(h) = cfg
+            .spec
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.create_container().clone())
+        {
             crate::hooks::run_hooks(&h, state_json.as_bytes(), "createContainer")
                 .map_err(|e| SetupError::new(e.to_string(), e.kind()))?;
         }
@@ -328,7 +336,8 @@ fn init(cfg: &ChildConfig<'_>, chan: &Channel) -> SetupResult<Never> {
     let nnp = p.no_new_privileges().unwrap_or(false);
     if let (Some(f), false) = (&filter, nnp) {
         // Without no_new_privs loading needs CAP_SYS_ADMIN: load before dropping privileges.
-        f.load().map_err(|e| SetupError::new(e.to_string(), e.kind()))?;
+        f.load()
+            .map_err(|e| SetupError::new(e.to_string(), e.kind()))?;
     }
     proc_setup::drop_bounding(p)?;
     proc_setup::set_keep_caps(true)?;
@@ -340,8 +349,7 @@ fn init(cfg: &ChildConfig<'_>, chan: &Channel) -> SetupResult<Never> {
     }
     rustix::process::chdir(p.cwd())
         .map_err(|e| SetupError::io(format!("chdir to cwd ({})", p.cwd().display()), e))?;
-    let cwd = rustix::process::getcwd(Vec::new())
-        .map_err(|e| SetupError::io("getcwd", e))?;
+    let cwd = rustix::process::getcwd(Vec::new()).map_err(|e| SetupError::io("getcwd", e))?;
     if !cwd.to_bytes().starts_with(b"/") {
         return Err(SetupError::new(
             format!(
@@ -378,7 +386,12 @@ fn init(cfg: &ChildConfig<'_>, chan: &Channel) -> SetupResult<Never> {
             Ok(1) => {}
             _ => berth_sys::process::exit_immediately(1),
         }
-        if let Some(h) = cfg.spec.hooks().as_ref().and_then(|h| h.start_container().clone()) {
+        if let Some(h) = cfg
+            .spec
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.start_container().clone())
+        {
             crate::hooks::run_hooks(&h, state_json.as_bytes(), "startContainer")
                 .map_err(|e| SetupError::new(e.to_string(), e.kind()))?;
         }
@@ -388,7 +401,8 @@ fn init(cfg: &ChildConfig<'_>, chan: &Channel) -> SetupResult<Never> {
             .map_err(|e| SetupError::io("prctl PR_SET_NO_NEW_PRIVS", e))?;
     }
     if let (Some(f), true) = (&filter, nnp) {
-        f.load().map_err(|e| SetupError::new(e.to_string(), e.kind()))?;
+        f.load()
+            .map_err(|e| SetupError::new(e.to_string(), e.kind()))?;
     }
     berth_sys::process::reset_signals().map_err(|e| SetupError::io("reset signals", e))?;
     Err(proc_setup::exec(&exe, &args, &env))

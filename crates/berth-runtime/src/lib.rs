@@ -12,6 +12,7 @@ pub use oci_spec;
 pub mod console;
 mod container;
 mod error;
+pub mod features;
 pub mod hooks;
 mod init;
 mod process;

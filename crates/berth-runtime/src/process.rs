@@ -150,7 +150,8 @@ pub(crate) fn drop_bounding(process: &Process) -> SetupResult {
 
 /// Set keep-caps so that permitted capabilities survive the switch to a non-root uid.
 pub(crate) fn set_keep_caps(on: bool) -> SetupResult {
-    rustix::thread::set_keep_capabilities(on).map_err(|e| SetupError::io("prctl PR_SET_KEEPCAPS", e))
+    rustix::thread::set_keep_capabilities(on)
+        .map_err(|e| SetupError::io("prctl PR_SET_KEEPCAPS", e))
 }
 
 /// Switch to the process user: supplementary groups, gid, uid (in this order).
@@ -166,8 +167,7 @@ pub(crate) fn switch_user(process: &Process, setgroups_allowed: bool) -> SetupRe
             .iter()
             .map(|g| rustix::process::Gid::from_raw(*g))
             .collect();
-        rustix::thread::set_thread_groups(&groups)
-            .map_err(|e| SetupError::io("setgroups", e))?;
+        rustix::thread::set_thread_groups(&groups).map_err(|e| SetupError::io("setgroups", e))?;
     }
     rustix::thread::set_thread_res_gid(gid, gid, gid)
         .map_err(|e| SetupError::io(format!("setresgid {}", u.gid()), e))?;
@@ -184,12 +184,21 @@ pub(crate) fn apply_caps(process: &Process) -> SetupResult {
         return Ok(());
     };
     let fail = |what: &str, e: caps::errors::CapsError| {
-        SetupError::new(format!("set {what} capabilities: {e}"), ErrorKind::PermissionDenied)
+        SetupError::new(
+            format!("set {what} capabilities: {e}"),
+            ErrorKind::PermissionDenied,
+        )
     };
     let held = caps::read(None, CapSet::Permitted).map_err(|e| fail("read permitted", e))?;
     let bounding = caps::read(None, CapSet::Bounding).map_err(|e| fail("read bounding", e))?;
-    let perm: CapsHashSet = to_caps(c.permitted()).intersection(&held).copied().collect();
-    let eff: CapsHashSet = to_caps(c.effective()).intersection(&perm).copied().collect();
+    let perm: CapsHashSet = to_caps(c.permitted())
+        .intersection(&held)
+        .copied()
+        .collect();
+    let eff: CapsHashSet = to_caps(c.effective())
+        .intersection(&perm)
+        .copied()
+        .collect();
     let inh: CapsHashSet = to_caps(c.inheritable())
         .into_iter()
         .filter(|x| held.contains(x) || bounding.contains(x))
@@ -248,10 +257,9 @@ pub(crate) fn lookup(prog: &str, path: &str) -> SetupResult<PathBuf> {
 
 /// The value of `key` in a `KEY=value` list.
 pub(crate) fn env_get<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
-    env.iter().rev().find_map(|kv| {
-        kv.strip_prefix(key)
-            .and_then(|rest| rest.strip_prefix('='))
-    })
+    env.iter()
+        .rev()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
 }
 
 /// Home directory of `uid` from the container's /etc/passwd, `/` when not found.

@@ -21,11 +21,7 @@ fn unimplemented(e: &RootfsError) -> bool {
 }
 
 /// Prepare the rootfs, falling back to [`minimal`] while the rootfs module is a placeholder.
-pub(crate) fn prepare_or_minimal(
-    spec: &Spec,
-    bundle: &Path,
-    opts: &RootfsOptions,
-) -> SetupResult {
+pub(crate) fn prepare_or_minimal(spec: &Spec, bundle: &Path, opts: &RootfsOptions) -> SetupResult {
     match rootfs::prepare_rootfs(spec, bundle, opts) {
         Ok(()) => Ok(()),
         Err(e) if unimplemented(&e) => minimal(spec, bundle),
@@ -48,10 +44,21 @@ pub(crate) fn console_or_minimal() -> SetupResult<(std::os::fd::OwnedFd, std::os
 /// propagation, rootfs bind, proc/tmpfs/sysfs/devpts/mqueue/bind mounts, pivot_root.
 fn minimal(spec: &Spec, bundle: &Path) -> SetupResult {
     use rustix::mount::{self, MountFlags, MountPropagationFlags};
-    let root = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_default();
-    let root = if root.is_absolute() { root } else { bundle.join(root) };
-    mount::mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
-        .map_err(|e| SetupError::io("make / private", e))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
+    let root = if root.is_absolute() {
+        root
+    } else {
+        bundle.join(root)
+    };
+    mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(|e| SetupError::io("make / private", e))?;
     mount::mount_bind_recursive(&root, &root)
         .map_err(|e| SetupError::io(format!("bind {}", root.display()), e))?;
     for m in spec.mounts().as_deref().unwrap_or(&[]) {
@@ -82,7 +89,9 @@ fn minimal(spec: &Spec, bundle: &Path) -> SetupResult {
                 &dest,
                 typ.as_str(),
                 flags,
-                std::ffi::CString::new(data.join(",")).unwrap_or_default().as_c_str(),
+                std::ffi::CString::new(data.join(","))
+                    .unwrap_or_default()
+                    .as_c_str(),
             )
         };
         if let Err(e) = r {
@@ -98,8 +107,11 @@ fn minimal(spec: &Spec, bundle: &Path) -> SetupResult {
     }
     rustix::process::chdir(&root).map_err(|e| SetupError::io("chdir rootfs", e))?;
     rustix::process::pivot_root(".", ".").map_err(|e| SetupError::io("pivot_root", e))?;
-    mount::mount_change(".", MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC)
-        .map_err(|e| SetupError::io("make old root slave", e))?;
+    mount::mount_change(
+        ".",
+        MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+    )
+    .map_err(|e| SetupError::io("make old root slave", e))?;
     mount::unmount(".", mount::UnmountFlags::DETACH)
         .map_err(|e| SetupError::io("unmount old root", e))?;
     rustix::process::chdir("/").map_err(|e| SetupError::io("chdir /", e))?;

@@ -48,7 +48,12 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     };
     match std::fs::metadata(&rootfs) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => return bad(format!("root.path: {} is not a directory", rootfs.display())),
+        Ok(_) => {
+            return bad(format!(
+                "root.path: {} is not a directory",
+                rootfs.display()
+            ))
+        }
         Err(_) => {
             return bad(format!(
                 "root.path: rootfs ({}) does not exist",
@@ -74,7 +79,13 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     let mut seen = HashSet::new();
     let mut has_mnt = false;
     let mut has_user = false;
-    for (i, ns) in linux.namespaces().as_deref().unwrap_or(&[]).iter().enumerate() {
+    for (i, ns) in linux
+        .namespaces()
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .enumerate()
+    {
         if !seen.insert(ns.typ()) {
             return bad(format!(
                 "linux.namespaces[{i}]: duplicate namespace {}",
@@ -143,6 +154,9 @@ mod tests {
         let e = validate(&Spec::default(), Path::new("/nonexistent-berthtest"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("root.path") && e.contains("does not exist"), "{e}");
+        assert!(
+            e.contains("root.path") && e.contains("does not exist"),
+            "{e}"
+        );
     }
 }

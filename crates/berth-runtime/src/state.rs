@@ -191,7 +191,10 @@ impl Root {
         match rustix::fs::mkdir(&d, Mode::from_raw_mode(0o711)) {
             Ok(()) => Ok(d),
             Err(rustix::io::Errno::EXIST) => Err(Error::Exists(id.to_string())),
-            Err(e) => Err(Error::io(format!("create state directory {}", d.display()), e)),
+            Err(e) => Err(Error::io(
+                format!("create state directory {}", d.display()),
+                e,
+            )),
         }
     }
 
@@ -310,6 +313,9 @@ mod tests {
 
     #[test]
     fn status_serializes_lowercase() {
-        assert_eq!(serde_json::to_string(&Status::Running).unwrap(), "\"running\"");
+        assert_eq!(
+            serde_json::to_string(&Status::Running).unwrap(),
+            "\"running\""
+        );
     }
 }

@@ -22,7 +22,11 @@ pub struct RuntimeArgs {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "berth-runc", about = "OCI runtime with runc's command line", version)]
+#[command(
+    name = "berth-runc",
+    about = "OCI runtime with runc's command line",
+    version
+)]
 struct Cli {
     /// Root directory for storage of container state.
     #[arg(long, default_value = "/run/berth-runtime")]
@@ -355,11 +359,44 @@ fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Cmd::Exec(e) => exec(&rt, e),
-        Cmd::Ps { .. } | Cmd::Pause { .. } | Cmd::Resume { .. } | Cmd::Events { .. } => {
-            bail!("this command needs cgroup support, which is not wired yet")
+        Cmd::Ps {
+            format,
+            id,
+            ps_args,
+        } => ps(&rt, id, format, ps_args),
+        Cmd::Pause { id } => {
+            rt.pause(id)?;
+            Ok(0)
         }
-        Cmd::Features => bail!("features: not implemented yet"),
-        Cmd::Spec { .. } => bail!("spec: not implemented yet"),
+        Cmd::Resume { id } => {
+            rt.resume(id)?;
+            Ok(0)
+        }
+        Cmd::Events {
+            stats,
+            interval,
+            id,
+        } => events(&rt, id, *stats, interval),
+        Cmd::Features => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&berth_runtime::features::features())?
+            );
+            Ok(0)
+        }
+        Cmd::Spec { bundle, rootless } => {
+            let dir = bundle.clone().unwrap_or_else(|| PathBuf::from("."));
+            let path = dir.join("config.json");
+            if path.exists() {
+                bail!("file {} exists: remove it first", path.display());
+            }
+            let uid = rustix::process::getuid().as_raw();
+            let gid = rustix::process::getgid().as_raw();
+            let v = berth_runtime::features::default_spec(*rootless, uid, gid);
+            std::fs::write(&path, serde_json::to_string_pretty(&v)?)
+                .with_context(|| format!("write {}", path.display()))?;
+            Ok(0)
+        }
     }
 }
 
@@ -371,7 +408,10 @@ fn print_list(list: &[State], format: &str, quiet: bool) {
         return;
     }
     if format == "json" {
-        println!("{}", serde_json::to_string(list).unwrap_or_else(|_| "[]".into()));
+        println!(
+            "{}",
+            serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+        );
         return;
     }
     let rows: Vec<[String; 6]> = std::iter::once([
@@ -389,7 +429,11 @@ fn print_list(list: &[State], format: &str, quiet: bool) {
             s.status.to_string(),
             s.bundle.display().to_string(),
             s.created.clone(),
-            if s.owner.is_empty() { "root".into() } else { s.owner.clone() },
+            if s.owner.is_empty() {
+                "root".into()
+            } else {
+                s.owner.clone()
+            },
         ]
     }))
     .collect();
@@ -566,3 +610,93 @@ fn exec(rt: &Runtime, e: &ExecFlags) -> anyhow::Result<i32> {
     supervise(pid, &sigs)
 }
 
+fn ps(rt: &Runtime, id: &str, format: &str, ps_args: &[String]) -> anyhow::Result<i32> {
+    let pids = rt.pids(id)?;
+    if format == "json" {
+        println!("{}", serde_json::to_string(&pids)?);
+        return Ok(0);
+    }
+    let args: Vec<String> = if ps_args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        ps_args.to_vec()
+    };
+    let out = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .context("run ps")?;
+    if !out.status.success() {
+        bail!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .ok_or_else(|| anyhow!("couldn't find PID field in ps output"))?;
+    println!("{header}");
+    for line in lines {
+        let pid = line
+            .split_whitespace()
+            .nth(col)
+            .and_then(|s| s.parse::<i32>().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            println!("{line}");
+        }
+    }
+    Ok(0)
+}
+
+fn parse_interval(s: &str) -> anyhow::Result<std::time::Duration> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| anyhow!("invalid interval {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => bail!("invalid interval {s:?}"),
+    };
+    if secs <= 0.0 {
+        bail!("duration interval must be greater than 0");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+fn events(rt: &Runtime, id: &str, stats_once: bool, interval: &str) -> anyhow::Result<i32> {
+    let interval = parse_interval(interval)?;
+    let event = |rt: &Runtime| -> anyhow::Result<String> {
+        let data = rt.stats(id)?;
+        Ok(serde_json::json!({"type": "stats", "id": id, "data": data}).to_string())
+    };
+    if stats_once {
+        println!("{}", event(rt)?);
+        return Ok(0);
+    }
+    let mut ooms = rt.oom_kill_count(id).unwrap_or(0);
+    loop {
+        match rt.state(id) {
+            Ok(s) if s.status != berth_runtime::Status::Stopped => {}
+            _ => return Ok(0),
+        }
+        if let Ok(n) = rt.oom_kill_count(id) {
+            if n > ooms {
+                println!("{}", serde_json::json!({"type": "oom", "id": id}));
+                ooms = n;
+            }
+        }
+        match event(rt) {
+            Ok(line) => println!("{line}"),
+            Err(_) => return Ok(0),
+        }
+        std::thread::sleep(interval);
+    }
+}
