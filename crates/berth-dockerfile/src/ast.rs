@@ -24,6 +24,30 @@ pub struct Dockerfile {
 }
 
 impl Dockerfile {
+    /// The `# check=` directive, parsed (`skip=A,B;error=true`).
+    pub fn check(&self) -> Check {
+        let mut check = Check::default();
+        let Some(value) = self.directive("check") else {
+            return check;
+        };
+        for part in value.split(';') {
+            match part.trim().split_once('=') {
+                Some((k, v)) if k.trim().eq_ignore_ascii_case("skip") => {
+                    check.skip = v
+                        .split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                }
+                Some((k, v)) if k.trim().eq_ignore_ascii_case("error") => {
+                    check.error = v.trim().eq_ignore_ascii_case("true");
+                }
+                _ => {}
+            }
+        }
+        check
+    }
+
     /// The value of a directive (`syntax`, `escape`, `check`).
     pub fn directive(&self, name: &str) -> Option<&str> {
         self.directives
@@ -46,6 +70,15 @@ impl Dockerfile {
         let index: usize = name_or_index.parse().ok()?;
         self.stages.get(index).map(|s| (index, s))
     }
+}
+
+/// The `# check=skip=<rules>;error=<bool>` directive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Check {
+    /// Rules not to check (`all` skips every rule).
+    pub skip: Vec<String>,
+    /// Whether check warnings fail the build.
+    pub error: bool,
 }
 
 /// `ARG name[=default]`.
@@ -320,5 +353,43 @@ impl Instruction {
             Instruction::Shell(_) => "SHELL",
             Instruction::Maintainer(_) => "MAINTAINER",
         }
+    }
+}
+
+/// What a RUN with heredocs executes, following buildkit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunScript {
+    /// Run this command (shell form through the image's SHELL, or exec form).
+    Command(CommandLine),
+    /// `RUN <<EOF` whose body starts with `#!`: write the body to a file, make it executable
+    /// and run it directly.
+    Executable(String),
+}
+
+impl Run {
+    /// The command to execute, with heredocs folded in as buildkit does: a RUN that is only
+    /// `<<EOF` runs the body through the shell (or directly when it has a `#!` line); any other
+    /// shell form gets the bodies appended after the line, each closed by its delimiter, so the
+    /// shell reads them as real heredocs.
+    pub fn script(&self) -> RunScript {
+        let CommandLine::Shell(line) = &self.command else {
+            return RunScript::Command(self.command.clone());
+        };
+        let Some(first) = self.heredocs.first() else {
+            return RunScript::Command(self.command.clone());
+        };
+        if let Ok(Some(_)) = crate::lexer::parse_heredoc(line.trim()) {
+            if first.content.starts_with("#!") {
+                return RunScript::Executable(first.content.clone());
+            }
+            return RunScript::Command(CommandLine::Shell(first.content.clone()));
+        }
+        let mut full = line.clone();
+        for doc in &self.heredocs {
+            full.push('\n');
+            full.push_str(&doc.content);
+            full.push_str(&doc.name);
+        }
+        RunScript::Command(CommandLine::Shell(full))
     }
 }

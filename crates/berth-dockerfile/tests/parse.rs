@@ -793,3 +793,40 @@ fn ports_sizes_durations() {
         assert!(parse_duration(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn run_scripts_fold_heredocs_like_buildkit() {
+    let d = p("FROM x\nRUN <<EOF\necho a\necho b\nEOF\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\nRUN cat <<A > /a && cat <<-B > /b\nalpha\nA\n\tbeta\n\tB\nRUN [\"echo\", \"x\"]\nRUN echo plain\n");
+    let scripts: Vec<RunScript> = d.stages[0]
+        .instructions
+        .iter()
+        .map(|s| match &s.instruction {
+            Instruction::Run(r) => r.script(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(scripts[0], RunScript::Command(shell("echo a\necho b\n")));
+    assert_eq!(
+        scripts[1],
+        RunScript::Executable("#!/usr/bin/env python3\nprint(1)\n".into())
+    );
+    assert_eq!(
+        scripts[2],
+        RunScript::Command(shell("cat <<A > /a && cat <<-B > /b\nalpha\nA\nbeta\nB"))
+    );
+    assert_eq!(scripts[3], RunScript::Command(exec(&["echo", "x"])));
+    assert_eq!(scripts[4], RunScript::Command(shell("echo plain")));
+}
+
+#[test]
+fn check_directive() {
+    let d = p("# check=skip=JSONArgsRecommended,StageNameCasing;error=true\nFROM x\n");
+    assert_eq!(
+        d.check(),
+        Check {
+            skip: vec!["JSONArgsRecommended".into(), "StageNameCasing".into()],
+            error: true
+        }
+    );
+    assert_eq!(p("FROM x\n").check(), Check::default());
+}
