@@ -107,6 +107,11 @@ corpus_tests!(
     truncated_stream,
     setuid_root_file_kept_in_root,
     fifo_and_device_types,
+    hardlink_then_overwrite,
+    lower_symlink_then_file,
+    hardlink_pax_linkpath_dotdot,
+    whiteout_empty_name,
+    symlink_chain_too_long,
 );
 
 /// A normal layer using every entry kind and attribute.
@@ -145,6 +150,10 @@ fn rich_layer() -> Vec<E> {
         E::symlink("longlink", format!("{long_dir}/{}", "f".repeat(150))),
         E::file("big-uid", "x").owner(3_000_000, 3_000_001),
         E::file("pax-time", "t").pax("mtime", "1700000000.25"),
+        E::dir("gnu/"),
+        E::file(format!("gnu/{}", "g".repeat(200)), "gnu long name").gnu_long(),
+        E::file("v7dir/", "").mode(0o750),
+        E::file("v7dir/inner", "i"),
     ]
 }
 
@@ -213,6 +222,13 @@ fn applies_every_entry_kind() {
         fs::metadata(root.join("bin/busybox")).unwrap().mtime(),
         1_600_000_000
     );
+    assert_eq!(
+        fs::read(root.join("gnu").join("g".repeat(200))).unwrap(),
+        b"gnu long name"
+    );
+    let v7 = fs::metadata(root.join("v7dir")).unwrap();
+    assert!(v7.is_dir());
+    assert_eq!(v7.mode() & 0o777, 0o750);
     let long = root.join("d".repeat(120)).join("f".repeat(150));
     assert_eq!(fs::read(&long).unwrap(), b"long name");
 }

@@ -497,6 +497,11 @@ impl Applier<'_> {
         }
 
         let meta = self.meta(entry, &shown)?;
+        // Pre-POSIX archives mark directories with a trailing slash on a regular entry.
+        let old_style_dir = etype == EntryType::Regular && raw_name.ends_with(b"/") && size == 0;
+        if old_style_dir {
+            return self.directory(&path, meta, &shown);
+        }
         match etype {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.regular(entry, &path, &meta, &shown)

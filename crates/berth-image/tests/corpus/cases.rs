@@ -574,5 +574,64 @@ pub fn all() -> Vec<Case> {
                 assert_eq!(md.rdev(), rustix::fs::makedev(1, 3));
             },
         },
+        Case {
+            name: "hardlink_then_overwrite",
+            attack: "hardlink h -> etc/passwd, then a file h: writing h must not change etc/passwd",
+            expect: Expect::Applied,
+            setup: |h| {
+                fs::create_dir(h.root().join("etc")).unwrap();
+                fs::write(h.root().join("etc/passwd"), "lower").unwrap();
+            },
+            layer: |_| tar(&[E::hardlink("h", "etc/passwd"), E::file("h", "pwned")]),
+            opts: remove_opts,
+            check: |h| {
+                assert_eq!(fs::read(h.root().join("etc/passwd")).unwrap(), b"lower");
+                assert_eq!(fs::read(h.root().join("h")).unwrap(), b"pwned");
+            },
+        },
+        Case {
+            name: "lower_symlink_then_file",
+            attack: "a lower layer's symlink to the host secret, overwritten by a file entry",
+            expect: Expect::Applied,
+            setup: |h| std::os::unix::fs::symlink(h.outside().join("secret"), h.root().join("link")).unwrap(),
+            layer: |_| tar(&[E::file("link", "mine")]),
+            opts: remove_opts,
+            check: |h| assert!(fs::symlink_metadata(h.root().join("link")).unwrap().is_file()),
+        },
+        Case {
+            name: "hardlink_pax_linkpath_dotdot",
+            attack: "a .. escape hidden in a long PAX linkpath",
+            expect: Expect::Refused,
+            setup: none,
+            layer: |_| {
+                let target = format!("{}outside/secret", "../".repeat(40));
+                tar(&[E::hardlink("h", target)])
+            },
+            opts: default_opts,
+            check: |_| {},
+        },
+        Case {
+            name: "whiteout_empty_name",
+            attack: "a bare .wh. entry (whiteout of nothing, i.e. of its directory)",
+            expect: Expect::Refused,
+            setup: |h| fs::write(h.root().join("keep"), "k").unwrap(),
+            layer: |_| tar(&[E::file(".wh.", "")]),
+            opts: remove_opts,
+            check: |h| assert!(h.root().join("keep").exists()),
+        },
+        Case {
+            name: "symlink_chain_too_long",
+            attack: "a 50-link symlink chain used as a parent (kernel ELOOP, nothing created)",
+            expect: Expect::Refused,
+            setup: none,
+            layer: |_| {
+                let mut es: Vec<E> = (0..50).map(|i| E::symlink(format!("l{i}"), format!("l{}", i + 1))).collect();
+                es.push(E::dir("l50/"));
+                es.push(E::file("l0/x", "x"));
+                tar(&es)
+            },
+            opts: default_opts,
+            check: |h| assert!(!h.root().join("l50/x").exists()),
+        },
     ]
 }
