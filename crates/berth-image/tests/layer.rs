@@ -513,3 +513,110 @@ fn refused_entries_name_the_entry() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("../../etc/shadow"), "{err}");
 }
+
+/// Deterministic xorshift for the randomized hostile archives.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+/// Random archives mixing `..`, absolute names, symlinks to the host, hardlinks, whiteouts
+/// and opaque markers: whatever the applier decides, nothing outside the root may change and
+/// it must not panic.
+#[test]
+fn randomized_hostile_archives_stay_inside() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut applied = 0;
+    for round in 0..300 {
+        let host = Host::new();
+        fs::create_dir(host.root().join("a")).unwrap();
+        fs::write(host.root().join("a/f"), "lower").unwrap();
+        let before = host.outside_manifest();
+        let outside = host.outside().display().to_string();
+        let secret = format!("{outside}/secret");
+        let comps = [
+            "a",
+            "b",
+            "s",
+            "..",
+            ".",
+            "",
+            "f",
+            ".wh.f",
+            ".wh..wh..opq",
+            ".wh.a",
+            &outside[1..],
+        ];
+        let targets = [
+            "/",
+            "..",
+            "../..",
+            "a",
+            "s",
+            "/proc/self/root",
+            &outside,
+            &secret,
+            "a/f",
+            "../outside/secret",
+        ];
+        let n = 1 + rng.next() % 12;
+        let mut entries = Vec::new();
+        for _ in 0..n {
+            let depth = 1 + rng.next() % 4;
+            let mut name = String::new();
+            if rng.next() % 4 == 0 {
+                name.push('/');
+            }
+            for i in 0..depth {
+                if i > 0 {
+                    name.push('/');
+                }
+                name.push_str(rng.pick(&comps));
+            }
+            let e = match rng.next() % 6 {
+                0 => E::file(&name, "data"),
+                1 => E::dir(format!("{name}/")),
+                2 => E::symlink(&name, rng.pick(&targets)),
+                3 => E::hardlink(&name, rng.pick(&targets)),
+                4 => E::file(&name, "").mode(0),
+                _ => E::chardev(&name, 0, 0),
+            };
+            entries.push(e);
+        }
+        let layer = tar(&entries);
+        let mode = if round % 2 == 0 {
+            WhiteoutMode::Overlay
+        } else {
+            WhiteoutMode::Remove
+        };
+        if apply_layer(&host.root(), &layer[..], &ApplyOptions::with_whiteout(mode)).is_ok() {
+            applied += 1;
+        }
+        assert_eq!(
+            host.outside_manifest(),
+            before,
+            "round {round}: outside changed by {:?}",
+            entries
+                .iter()
+                .map(|e| (
+                    String::from_utf8_lossy(&e.name).into_owned(),
+                    e.typ as char,
+                    String::from_utf8_lossy(&e.link).into_owned()
+                ))
+                .collect::<Vec<_>>()
+        );
+    }
+    eprintln!("{applied}/300 random archives applied, the rest refused");
+    assert!(
+        applied > 30,
+        "only {applied} archives applied: the generator is too hostile to test much"
+    );
+}
