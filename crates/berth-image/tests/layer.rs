@@ -620,3 +620,57 @@ fn randomized_hostile_archives_stay_inside() {
         "only {applied} archives applied: the generator is too hostile to test much"
     );
 }
+
+/// With `metacopy=on`, a chmod in the merged view copies up only metadata: the upper file has
+/// no data and `diff` must take it from the lower.
+#[test]
+fn diff_reads_metacopy_data_from_lowers() {
+    let host = Host::new();
+    let base = host.dir.path();
+    let (lower, upper, work, merged) = (
+        base.join("l"),
+        base.join("u"),
+        base.join("w"),
+        base.join("m"),
+    );
+    for d in [&lower, &upper, &work, &merged] {
+        fs::create_dir(d).unwrap();
+    }
+    apply_layer(&lower, &base_layer()[..], &ApplyOptions::default()).unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},metacopy=on",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(&merged)
+        .status()
+        .expect("run mount")
+        .success();
+    assert!(ok, "mount overlay {opts}");
+    let guard = MountGuard(merged.clone());
+    fs::set_permissions(
+        merged.join("d/x"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    drop(guard);
+    assert!(
+        xattr(&upper.join("d/x"), "trusted.overlay.metacopy").is_some(),
+        "kernel made a metacopy"
+    );
+
+    let mut out = Vec::new();
+    diff(&[&lower], &upper, &mut out, &DiffOptions::default()).unwrap();
+    let check = base.join("check");
+    fs::create_dir(&check).unwrap();
+    apply_layer(&check, &out[..], &ApplyOptions::default()).unwrap();
+    assert_eq!(fs::read(check.join("d/x")).unwrap(), b"x");
+    assert_eq!(
+        fs::metadata(check.join("d/x")).unwrap().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(xattr(&check.join("d/x"), "trusted.overlay.metacopy"), None);
+}
