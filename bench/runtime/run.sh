@@ -46,6 +46,7 @@ work=$(mktemp -d /tmp/berthbench.XXXXXX)
 crun_ns=""
 cleanup() {
   set +e
+  [ -n "${watchdog:-}" ] && kill "$watchdog" 2>/dev/null && wait "$watchdog" 2>/dev/null
   for rt in "${active[@]:-}"; do
     [ -n "$rt" ] || continue
     for id in $(ls "$work/root-$rt" 2>/dev/null); do rt_cmd "$rt" delete --force "$id" >/dev/null 2>&1; done
@@ -117,6 +118,21 @@ cycle() {
   rm -f "$work/$id.pid"
   echo $(( t1 - t0 ))
 }
+
+# Watchdog: a runtime command stuck for more than 30 s is killed (by pid; only processes whose
+# command line carries this run's unique work dir), so its runtime is reported as failed.
+(
+  while sleep 5; do
+    for pid in $(pgrep -f -- "--root $work/root-" || true); do
+      age=$(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ')
+      if [ -n "$age" ] && [ "$age" -gt 30 ]; then
+        echo "watchdog: killing stuck $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" >&2
+        kill -9 "$pid" 2>/dev/null
+      fi
+    done
+  done
+) &
+watchdog=$!
 
 active=()
 for rt in $RUNTIMES; do
