@@ -9,6 +9,7 @@
 //!
 //! HTTP parsing happens at the edge (api); typed calls go to the services.
 #![forbid(unsafe_code)]
+#![recursion_limit = "256"]
 
 pub mod api;
 pub mod config;
