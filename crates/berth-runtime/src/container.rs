@@ -540,10 +540,7 @@ impl Runtime {
     /// Delete container `id`. A stopped or created container is removed; a running one only
     /// with `force` (it is killed first). Runs poststop hooks and removes its state.
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
-        let lock = match self.root.lock(id) {
-            Ok(l) => l,
-            Err(e) => return Err(e),
-        };
+        let lock = self.root.lock(id)?;
         let p = match self.root.load(id) {
             Ok(p) => p,
             Err(Error::NotFound(_)) => {

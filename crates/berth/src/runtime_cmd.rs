@@ -131,7 +131,7 @@ enum Cmd {
         quiet: bool,
     },
     /// Execute a new process inside the container.
-    Exec(ExecFlags),
+    Exec(Box<ExecFlags>),
     /// Display the processes running inside a container.
     Ps {
         /// table or json.
