@@ -720,6 +720,80 @@ fn export(ctx: &ScmpFilterContext) -> Result<Vec<sys::SockFilter>, SeccompError>
         .ok_or_else(|| SeccompError::Compile(format!("export bpf: bad length {}", bytes.len())))
 }
 
+/// What `berth runtime features` reports under `linux.seccomp`: the actions, operators,
+/// architectures and flags this implementation knows, and the flags the running kernel accepts.
+pub fn features() -> oci_spec::runtime::Seccomp {
+    use LinuxSeccompAction as A;
+    let actions = vec![
+        A::ScmpActAllow,
+        A::ScmpActErrno,
+        A::ScmpActKill,
+        A::ScmpActKillProcess,
+        A::ScmpActKillThread,
+        A::ScmpActLog,
+        A::ScmpActNotify,
+        A::ScmpActTrace,
+        A::ScmpActTrap,
+    ];
+    let operators = [
+        "SCMP_CMP_EQ",
+        "SCMP_CMP_GE",
+        "SCMP_CMP_GT",
+        "SCMP_CMP_LE",
+        "SCMP_CMP_LT",
+        "SCMP_CMP_MASKED_EQ",
+        "SCMP_CMP_NE",
+    ];
+    let archs = vec![
+        Arch::ScmpArchAarch64,
+        Arch::ScmpArchArm,
+        Arch::ScmpArchLoongarch64,
+        Arch::ScmpArchM68k,
+        Arch::ScmpArchMips,
+        Arch::ScmpArchMips64,
+        Arch::ScmpArchMips64n32,
+        Arch::ScmpArchMipsel,
+        Arch::ScmpArchMipsel64,
+        Arch::ScmpArchMipsel64n32,
+        Arch::ScmpArchParisc,
+        Arch::ScmpArchParisc64,
+        Arch::ScmpArchPpc,
+        Arch::ScmpArchPpc64,
+        Arch::ScmpArchPpc64le,
+        Arch::ScmpArchRiscv64,
+        Arch::ScmpArchS390,
+        Arch::ScmpArchS390x,
+        Arch::ScmpArchSh,
+        Arch::ScmpArchSheb,
+        Arch::ScmpArchX32,
+        Arch::ScmpArchX86,
+        Arch::ScmpArchX86_64,
+    ];
+    let flags = [
+        ("SECCOMP_FILTER_FLAG_TSYNC", sys::FLAG_TSYNC),
+        ("SECCOMP_FILTER_FLAG_LOG", sys::FLAG_LOG),
+        ("SECCOMP_FILTER_FLAG_SPEC_ALLOW", sys::FLAG_SPEC_ALLOW),
+        (
+            "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+            sys::FLAG_WAIT_KILLABLE_RECV,
+        ),
+    ];
+    let mut f = oci_spec::runtime::Seccomp::default();
+    f.set_enabled(Some(true));
+    f.set_actions(Some(actions));
+    f.set_operators(Some(operators.iter().map(|s| s.to_string()).collect()));
+    f.set_archs(Some(archs));
+    f.set_known_flags(Some(flags.iter().map(|(n, _)| n.to_string()).collect()));
+    f.set_supported_flags(Some(
+        flags
+            .iter()
+            .filter(|(_, bit)| sys::flag_supported(*bit))
+            .map(|(n, _)| n.to_string())
+            .collect(),
+    ));
+    f
+}
+
 /// The OCI `containerProcessState` sent to a seccomp agent.
 pub fn container_process_state(
     listener: &NotifyListener,

@@ -600,3 +600,28 @@ fn syscalls_newer_than_the_profile_get_enosys() {
     );
     drop(dir);
 }
+
+#[test]
+fn features_list_what_is_known_and_what_the_kernel_supports() {
+    let f = berth_runtime::seccomp::features();
+    let v = serde_json::to_value(&f).unwrap();
+    assert_eq!(v["enabled"], json!(true));
+    let has = |k: &str, x: &str| v[k].as_array().unwrap().iter().any(|e| e == x);
+    assert!(has("actions", "SCMP_ACT_NOTIFY"));
+    assert!(has("operators", "SCMP_CMP_MASKED_EQ"));
+    assert!(has("archs", "SCMP_ARCH_X86_64"));
+    assert!(has("knownFlags", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"));
+    // This kernel (>= 4.17) supports these three; the probe must not have installed a filter.
+    for flag in [
+        "SECCOMP_FILTER_FLAG_TSYNC",
+        "SECCOMP_FILTER_FLAG_LOG",
+        "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    ] {
+        assert!(has("supportedFlags", flag), "{flag} in {v}");
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert!(
+        status.contains("Seccomp:\t0"),
+        "probing installed a filter: {status}"
+    );
+}

@@ -119,6 +119,24 @@ pub fn set_mode_filter(program: &[SockFilter], flags: u32) -> io::Result<Option<
     Ok(None)
 }
 
+/// Whether the running kernel accepts `flag` for `SECCOMP_SET_MODE_FILTER` (probed without
+/// installing anything: a NULL program makes a known flag fail with EFAULT, an unknown one with
+/// EINVAL).
+pub fn flag_supported(flag: u32) -> bool {
+    // SAFETY: the program pointer is NULL, so the kernel validates the flags and then fails to
+    // copy the program with EFAULT; nothing is read from or written to our memory and no filter
+    // is installed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong,
+            libc::c_ulong::from(flag),
+            std::ptr::null::<libc::sock_fprog>(),
+        )
+    };
+    ret < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +160,11 @@ mod tests {
         assert!(SockFilter::decode(&bytes[..7]).is_none());
         assert_eq!(SockFilter::encode(&prog), bytes);
         assert_eq!(std::mem::size_of::<SockFilter>(), SockFilter::SIZE);
+    }
+
+    #[test]
+    fn flag_probe_tells_known_from_unknown() {
+        assert!(flag_supported(FLAG_TSYNC), "TSYNC exists since Linux 3.17");
+        assert!(!flag_supported(1 << 30), "no such flag");
     }
 }
