@@ -674,3 +674,43 @@ fn diff_reads_metacopy_data_from_lowers() {
     );
     assert_eq!(xattr(&check.join("d/x"), "trusted.overlay.metacopy"), None);
 }
+
+#[test]
+fn pipelined_apply_matches_single_thread_and_propagates_errors() {
+    let plain = tar(&rich_layer());
+    let zs = zstd::encode_all(&plain[..], 3).unwrap();
+    let one = Host::new();
+    let r1 = apply_layer(&one.root(), &zs[..], &ApplyOptions::default()).unwrap();
+    let two = Host::new();
+    let mut o = ApplyOptions::default();
+    o.pipeline = true;
+    let r2 = apply_layer(&two.root(), &zs[..], &o).unwrap();
+    assert_eq!(r1, r2);
+    assert_eq!(manifest(&one.root()), manifest(&two.root()));
+
+    // A refused entry early in a large layer: the reader stops, the error is the entry's.
+    let mut es = vec![E::file("../escape", "x")];
+    es.extend((0..200).map(|i| E::file(format!("f{i}"), vec![b'z'; 64 << 10])));
+    let bad = tar(&es);
+    let three = Host::new();
+    let err = apply_layer(&three.root(), &bad[..], &o).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("../escape"), "{err}");
+
+    // A read error from the source wins over the worker's view of a cut stream.
+    struct Failing<'a>(&'a [u8]);
+    impl std::io::Read for Failing<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(std::io::Error::other("network gone"));
+            }
+            let n = buf.len().min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let four = Host::new();
+    let err = apply_layer(&four.root(), Failing(&plain[..plain.len() / 2]), &o).unwrap_err();
+    assert!(err.to_string().contains("network gone"), "{err}");
+}
