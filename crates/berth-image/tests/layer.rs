@@ -714,3 +714,21 @@ fn pipelined_apply_matches_single_thread_and_propagates_errors() {
     let err = apply_layer(&four.root(), Failing(&plain[..plain.len() / 2]), &o).unwrap_err();
     assert!(err.to_string().contains("network gone"), "{err}");
 }
+
+#[test]
+fn apply_into_an_open_root_fd() {
+    let host = Host::new();
+    let dir = fs::File::open(host.root()).unwrap();
+    let layer = tar(&[E::file("etc/hostname", "berth")]);
+    let r = berth_image::layer::apply_layer_at(
+        std::os::fd::AsFd::as_fd(&dir),
+        &layer[..],
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(r.entries, 1);
+    assert_eq!(
+        fs::read(host.root().join("etc/hostname")).unwrap(),
+        b"berth"
+    );
+}

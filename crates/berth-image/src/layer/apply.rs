@@ -121,6 +121,26 @@ pub fn apply_layer(
 ) -> Result<ApplyReport, LayerError> {
     let root_fd = fsx::open_root(root)
         .map_err(|e| LayerError::fs("open layer root", root.display().to_string(), e))?;
+    apply_layer_owned(root_fd, reader, opts)
+}
+
+/// [`apply_layer`] into an already open root directory (e.g. a snapshot's upper dir fd).
+pub fn apply_layer_at(
+    root: BorrowedFd<'_>,
+    reader: impl Read,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport, LayerError> {
+    let root_fd = root
+        .try_clone_to_owned()
+        .map_err(|e| LayerError::fs("duplicate layer root fd", "", e))?;
+    apply_layer_owned(root_fd, reader, opts)
+}
+
+fn apply_layer_owned(
+    root_fd: OwnedFd,
+    reader: impl Read,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport, LayerError> {
     let buffered = BufReader::with_capacity(BUF_SIZE, reader);
     let (compression, mut stream) = LayerStream::open(buffered)?;
     let counts = if opts.pipeline {
