@@ -331,7 +331,14 @@ fn from_docker(c: &Value) -> Model {
 /// Metadata-only Dockerfiles (the legacy builder can build them FROM scratch, no RUN). Only
 /// syntax the Docker 20.10 legacy builder knows: no heredocs, no `${a-b}` without colon, no
 /// `${a#pat}` family, no RUN --mount (all covered by the unit tests).
-const ACCEPTED: &[(&str, &str, &[(&str, &str)])] = &[
+/// (name, Dockerfile, build arguments)
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+const ACCEPTED: &[Case] = &[
     ("env-forms", "FROM scratch\nENV A=1 B=\"two words\" C=three\\ words D='$A' E=\"$A\"\nENV F ${A}x ${B}\nENV G=${A:-d} H=${UNSET:-d} I=${A:+alt} J=${UNSET:+alt}\nENV L=\\$A M=\"\\$A\" N=a\\\\b\n", &[]),
     ("env-doc-example", "FROM scratch\nARG abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\n", &[]),
     ("labels", "FROM scratch\nARG V=1.0\nLABEL org.opencontainers.image.version=$V \"spaced key\"=\"spaced value\" multi=\"a \\\n b\"\nLABEL legacy form with spaces\nLABEL q='${V}'\n", &[]),
