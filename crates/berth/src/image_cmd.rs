@@ -200,8 +200,15 @@ fn ago(secs: i64) -> String {
 
 /// Run `berth image ...`; returns the exit code.
 pub fn run(args: ImageArgs) -> anyhow::Result<i32> {
-    let cli = match Cli::try_parse_from(std::iter::once("berth image".to_string()).chain(args.args))
-    {
+    let stdout = std::io::stdout();
+    let tty = std::io::IsTerminal::is_terminal(&stdout);
+    let mut out = stdout.lock();
+    run_with(args.args, &mut out, tty)
+}
+
+/// Run `berth image ARGS...` writing its output to `out` (`out_is_tty`: refuse binary output).
+fn run_with(args: Vec<String>, out: &mut dyn Write, out_is_tty: bool) -> anyhow::Result<i32> {
+    let cli = match Cli::try_parse_from(std::iter::once("berth image".to_string()).chain(args)) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -213,8 +220,6 @@ pub fn run(args: ImageArgs) -> anyhow::Result<i32> {
         ImageService::open(&cli.data_root)
             .with_context(|| format!("open data root {}", cli.data_root.display()))
     };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
     match cli.cmd {
         Cmd::Load { input, quiet } => {
             let s = svc()?;
@@ -270,12 +275,12 @@ pub fn run(args: ImageArgs) -> anyhow::Result<i32> {
                     std::fs::rename(&tmp, p).with_context(|| format!("rename {tmp} to {p}"))?;
                 }
                 None => {
-                    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    if out_is_tty {
                         bail!(
                             "cowardly refusing to save to a terminal. Use the -o flag or redirect"
                         );
                     }
-                    let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut out);
+                    let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *out);
                     s.save(&images, &mut w)?;
                     w.flush()?;
                 }
@@ -485,7 +490,8 @@ mod tests {
         ]);
         assert_eq!(
             t,
-            "REPOSITORY   TAG        IMAGE ID\nbusybox      latest     0123456789ab\n"
+            // as `docker images` prints: minimum width 10, padding 3
+            "REPOSITORY   TAG       IMAGE ID\nbusybox      latest    0123456789ab\n"
         );
         assert_eq!(
             split_tag("localhost:5000/a:v1"),
@@ -496,5 +502,139 @@ mod tests {
             ("localhost:5000/a".into(), "<none>".into())
         );
         assert_eq!(truncate("abcdef", 4), "abc…");
+    }
+
+    struct TempRoot(PathBuf);
+    impl Drop for TempRoot {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp_root() -> TempRoot {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let p =
+            std::env::temp_dir().join(format!("berthtest-imagecli-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempRoot(p)
+    }
+
+    fn cli(root: &TempRoot, args: &[&str]) -> (i32, String) {
+        let mut v = vec!["--data-root".to_string(), root.0.display().to_string()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        let mut out = Vec::new();
+        let code = run_with(v, &mut out, false).unwrap();
+        (code, String::from_utf8(out).unwrap())
+    }
+
+    const FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../berth-image/tests/fixtures/docker-save-tiny.tar"
+    );
+
+    #[test]
+    fn cli_load_ls_history_inspect_tag_rm_save() {
+        let root = temp_root();
+        let (code, out) = cli(&root, &["load", "-i", FIXTURE]);
+        assert_eq!(code, 0);
+        assert_eq!(
+            out,
+            "Loaded image: berthfixture/tiny:v1\nLoaded image: berthfixture/tiny:latest\n"
+        );
+        assert_eq!(
+            cli(
+                &root,
+                &["tag", "berthfixture/tiny:v1", "localhost:5000/tiny:x"]
+            )
+            .0,
+            0
+        );
+
+        let (_, ls) = cli(&root, &["ls"]);
+        let lines: Vec<&str> = ls.lines().collect();
+        assert_eq!(lines.len(), 4, "{ls}");
+        let header = lines[0];
+        assert!(header.starts_with("REPOSITORY"), "{ls}");
+        let col = |name: &str| header.find(name).unwrap();
+        for (i, name) in ["TAG", "IMAGE ID", "CREATED", "SIZE"].iter().enumerate() {
+            let c = col(name);
+            assert!(c > 0 && (i == 0 || c > col(["TAG", "IMAGE ID", "CREATED", "SIZE"][i - 1])));
+            for l in &lines[1..] {
+                assert_eq!(
+                    l.as_bytes()[c - 1],
+                    b' ',
+                    "column {name} misaligned in {l:?}"
+                );
+            }
+        }
+        assert!(
+            lines[1..]
+                .iter()
+                .any(|l| l.starts_with("localhost:5000/tiny")),
+            "{ls}"
+        );
+        assert!(lines[1].contains("3de91d705320"), "{ls}");
+        let (_, q) = cli(&root, &["ls", "-q"]);
+        assert_eq!(q, "3de91d705320\n");
+
+        let (_, h) = cli(&root, &["history", "berthfixture/tiny:v1"]);
+        let hl: Vec<&str> = h.lines().collect();
+        assert!(hl[0].starts_with("IMAGE          CREATED"), "{h}");
+        assert!(
+            hl[0].contains("CREATED BY") && hl[0].ends_with("COMMENT"),
+            "{h}"
+        );
+        assert!(
+            hl[1].starts_with("3de91d705320") && hl[1].ends_with("berth fixture"),
+            "{h}"
+        );
+
+        let (code, js) = cli(&root, &["inspect", "berthfixture/tiny:v1", "3de91d705320"]);
+        assert_eq!(code, 0);
+        assert!(
+            js.starts_with("[\n    {\n        \"Id\": \"sha256:3de91d70"),
+            "{js}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&js).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2);
+        assert_eq!(v[0]["Config"]["WorkingDir"], "/data");
+        let (code, _) = cli(&root, &["inspect", "nope:none"]);
+        assert_eq!(code, 1);
+
+        let save = root.0.join("out.tar");
+        assert_eq!(
+            cli(
+                &root,
+                &["save", "-o", save.to_str().unwrap(), "berthfixture/tiny:v1"]
+            )
+            .0,
+            0
+        );
+        assert!(std::fs::metadata(&save).unwrap().len() > 10240);
+
+        let (code, _) = cli(&root, &["rm", "3de91d705320"]);
+        assert_eq!(code, 1, "referenced in two repositories: must force");
+        let (_, rm) = cli(&root, &["rm", "localhost:5000/tiny:x"]);
+        assert_eq!(rm, "Untagged: localhost:5000/tiny:x\n");
+        let (_, rm) = cli(&root, &["rm", "3de91d705320"]);
+        assert_eq!(
+            rm,
+            "Untagged: berthfixture/tiny:latest\nUntagged: berthfixture/tiny:v1\nDeleted: sha256:3de91d70532028de844cb2be7f31a3cab654e01d317ff6dd9a01dc06df109903\n"
+        );
+        assert_eq!(cli(&root, &["ls", "-q"]).1, "");
+
+        // reload from our own save
+        let (_, out) = cli(&root, &["load", "-q", "-i", save.to_str().unwrap()]);
+        assert_eq!(out, "");
+        assert_eq!(cli(&root, &["ls", "-q"]).1, "3de91d705320\n");
+        let (_, out) = cli(
+            &root,
+            &["import", FIXTURE, "berthtest/imp:1", "-c", "CMD [\"x\"]"],
+        );
+        assert!(out.starts_with("sha256:"), "{out}");
+        assert_eq!(cli(&root, &["bogus"]).0, 2);
     }
 }
