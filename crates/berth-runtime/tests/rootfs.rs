@@ -329,11 +329,21 @@ fn child_escape(spec: &Spec, bundle: &Path) {
 }
 
 fn child_nopivot(spec: &Spec, bundle: &Path) {
+    // a pty made by the caller (from the host's devpts), handed over as the console
+    use rustix::pty::OpenptFlags;
+    let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+    let master = rustix::pty::openpt(flags).expect("openpt");
+    rustix::pty::unlockpt(&master).expect("unlockpt");
+    let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags).expect("pty peer");
+    let slave_rdev = rustix::fs::fstat(&slave).unwrap().st_rdev;
     let opts = RootfsOptions {
         no_pivot: true,
+        console: Some(slave),
         ..RootfsOptions::default()
     };
     prepare_rootfs(spec, bundle, &opts).expect("prepare_rootfs");
+    assert_eq!(fs::metadata("/dev/console").unwrap().rdev(), slave_rdev);
+    assert_eq!(mount_at("/dev/console").3, "devpts");
     finalize_rootfs(spec).expect("finalize_rootfs");
     assert_eq!(std::env::current_dir().unwrap(), Path::new("/"));
     assert_eq!(fs::read_to_string("/etc/marker").unwrap(), "in-rootfs");

@@ -158,6 +158,8 @@ pub fn plan_mounts(spec: &Spec) -> Result<MountPlan, RootfsError> {
                 t => MountKind::Fs(t.to_string()),
             }
         };
+        check_proc_destination(&destination, &kind)
+            .map_err(|reason| RootfsError::invalid(format!("{field}.destination"), reason))?;
         planned.push(PlannedMount {
             index: Some(i),
             destination,
@@ -199,6 +201,39 @@ pub fn plan_mounts(spec: &Spec) -> Result<MountPlan, RootfsError> {
     }
     mounts.extend(planned);
     Ok(MountPlan { mounts, setup_dev })
+}
+
+/// Files under /proc that may be mount destinations (what lxcfs and friends overlay); runc
+/// has the same list.
+const PROC_DESTINATIONS: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// Mounts over procfs files could hide or redirect what the runtime writes later (e.g.
+/// /proc/self/attr for LSM labels): only a proc mount on /proc and a few known files are allowed.
+fn check_proc_destination(dest: &str, kind: &MountKind) -> Result<(), String> {
+    if dest == "/proc" {
+        return match kind {
+            MountKind::Fs(t) if t == "proc" => Ok(()),
+            MountKind::Bind => Ok(()),
+            _ => Err("only a proc or bind mount may be placed on /proc".into()),
+        };
+    }
+    if dest.starts_with("/proc/") && !PROC_DESTINATIONS.contains(&dest) {
+        return Err(format!(
+            "{dest} cannot be mounted because it is inside /proc"
+        ));
+    }
+    Ok(())
 }
 
 /// The kind of a device node.
@@ -569,13 +604,21 @@ mod tests {
     fn default_dev_goes_first_and_spec_order_is_kept() {
         let s = spec(serde_json::json!({"mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/proc/../proc/meminfo", "type": "bind", "source": "/m"},
             {"destination": "/dev/shm", "type": "tmpfs", "source": "shm"},
             {"destination": "/data", "type": "none", "source": "/srv", "options": ["rbind"]},
         ]}));
         let p = plan_mounts(&s).unwrap();
         assert_eq!(
             dests(&p),
-            ["/dev", "/dev/pts", "/proc", "/dev/shm", "/data"]
+            [
+                "/dev",
+                "/dev/pts",
+                "/proc",
+                "/proc/meminfo",
+                "/dev/shm",
+                "/data"
+            ]
         );
         assert!(p.setup_dev);
         assert_eq!(p.mounts[0].kind, MountKind::Fs("tmpfs".into()));
@@ -584,9 +627,9 @@ mod tests {
             p.mounts[1].options.data,
             ["newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]
         );
-        assert_eq!(p.mounts[4].kind, MountKind::Bind);
-        assert!(p.mounts[4].options.recursive_bind);
-        assert_eq!(p.mounts[4].index, Some(2));
+        assert_eq!(p.mounts[5].kind, MountKind::Bind);
+        assert!(p.mounts[5].options.recursive_bind);
+        assert_eq!(p.mounts[5].index, Some(3));
     }
 
     #[test]
@@ -648,6 +691,14 @@ mod tests {
             (
                 serde_json::json!({"destination": "/x", "source": "x"}),
                 "invalid mounts[0].type: missing filesystem type",
+            ),
+            (
+                serde_json::json!({"destination": "/proc/self/attr/exec", "type": "bind", "source": "/x"}),
+                "invalid mounts[0].destination: /proc/self/attr/exec cannot be mounted because it is inside /proc",
+            ),
+            (
+                serde_json::json!({"destination": "/proc", "type": "tmpfs", "source": "x"}),
+                "invalid mounts[0].destination: only a proc or bind mount may be placed on /proc",
             ),
             (
                 serde_json::json!({"destination": "/x", "type": "bind", "source": "/x", "options": ["idmap"]}),
