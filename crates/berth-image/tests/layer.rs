@@ -112,6 +112,9 @@ corpus_tests!(
     hardlink_pax_linkpath_dotdot,
     whiteout_empty_name,
     symlink_chain_too_long,
+    cve_2021_32760_late_dir_mode_via_symlink,
+    cve_2021_32803_dir_cache_poisoning,
+    cve_2021_32803_relative_symlink_cache,
 );
 
 /// A normal layer using every entry kind and attribute.

@@ -633,5 +633,48 @@ pub fn all() -> Vec<Case> {
             opts: default_opts,
             check: |h| assert!(!h.root().join("l50/x").exists()),
         },
+        Case {
+            name: "cve_2021_32760_late_dir_mode_via_symlink",
+            attack: "containerd CVE-2021-32760 shape: dir d/ (mode 0777) later replaced by a symlink to the host secret; the deferred chmod must not follow it",
+            expect: Expect::Applied,
+            setup: none,
+            layer: |h| tar(&[E::dir("d/").mode(0o777).mtime(1), E::symlink("d", abs(h, "secret"))]),
+            opts: default_opts,
+            check: |h| {
+                assert!(fs::symlink_metadata(h.root().join("d")).unwrap().file_type().is_symlink());
+            },
+        },
+        Case {
+            name: "cve_2021_32803_dir_cache_poisoning",
+            attack: "node-tar CVE-2021-32803 shape: a/b/ created, a/b replaced by a symlink to outside under another spelling, then a/b/c",
+            expect: Expect::Refused,
+            setup: none,
+            layer: |h| {
+                tar(&[
+                    E::dir("a/b/"),
+                    E::file("a/b/x", "x"),
+                    E::symlink("./a//b", abs(h, "sub")),
+                    E::file("a/b/c", "pwned"),
+                ])
+            },
+            opts: default_opts,
+            check: |h| assert!(!h.outside().join("sub/c").exists()),
+        },
+        Case {
+            name: "cve_2021_32803_relative_symlink_cache",
+            attack: "same shape with a relative symlink climbing out: contained in the root",
+            expect: Expect::Applied,
+            setup: none,
+            layer: |_| {
+                tar(&[
+                    E::dir("a/b/"),
+                    E::dir("t/"),
+                    E::symlink("a/b", "../../../../../t"),
+                    E::file("a/b/c", "in t"),
+                ])
+            },
+            opts: default_opts,
+            check: |h| assert_eq!(fs::read(h.root().join("t/c")).unwrap(), b"in t"),
+        },
     ]
 }
