@@ -3,7 +3,7 @@
 use crate::ast::*;
 use crate::error::{Detail, ParseError};
 use crate::mount::{MountSpec, PortSpec};
-use crate::shell::{expand, expand_words, Env, ExpandError};
+use crate::shell::{expand, expand_heredoc, expand_words, Env, ExpandError};
 
 fn word(w: &str, env: &dyn Env, escape: char) -> Result<String, Detail> {
     Ok(expand(w, env, escape)?)
@@ -21,6 +21,10 @@ fn sources(srcs: &[Source], env: &dyn Env, escape: char) -> Result<Vec<Source>, 
     srcs.iter()
         .map(|s| match s {
             Source::Path(p) => Ok(Source::Path(word(p, env, escape)?)),
+            Source::Heredoc(h) if h.expand => Ok(Source::Heredoc(Heredoc {
+                content: expand_heredoc(&h.content, env, escape)?,
+                ..h.clone()
+            })),
             Source::Heredoc(h) => Ok(Source::Heredoc(h.clone())),
         })
         .collect()
@@ -39,7 +43,8 @@ fn pairs(kvs: &[KeyValue], env: &dyn Env, escape: char) -> Result<Vec<KeyValue>,
 
 impl Instruction {
     /// This instruction with its words substituted against `env` and quotes removed, as the
-    /// builder does before executing it. EXPOSE ports are validated and normalised (`80/tcp`).
+    /// builder does before executing it. EXPOSE ports are validated and normalised (`80/tcp`);
+    /// bodies of COPY/ADD heredocs with an unquoted delimiter are substituted too.
     /// RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK, MAINTAINER and ONBUILD come back unchanged, and
     /// so does ARG: give its [`Arg`]s to [`resolve_arg`], which substitutes the default itself.
     /// Do not expand the result again.

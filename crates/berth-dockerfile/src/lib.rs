@@ -33,4 +33,6 @@ pub use ignore::{clean_path, DockerIgnore, IgnoreError};
 pub use lexer::{MAX_FILE, MAX_HEREDOC, MAX_LINE};
 pub use mount::{parse_duration, parse_size, MountSpec, MountType, PortSpec, Protocol, Sharing};
 pub use parse::parse;
-pub use shell::{expand, expand_words, Env, ExpandError, Lexer, NoEnv, MAX_NESTING};
+pub use shell::{
+    expand, expand_heredoc, expand_words, Env, ExpandError, Lexer, NoEnv, MAX_NESTING,
+};

@@ -123,6 +123,8 @@ pub struct Lexer {
     pub raw_escapes: bool,
     /// Leave references to unset variables as written (`$x` stays `$x`).
     pub skip_unset: bool,
+    /// Treat quotes as ordinary characters (used for heredoc bodies).
+    pub skip_quotes: bool,
 }
 
 impl Lexer {
@@ -133,6 +135,7 @@ impl Lexer {
             raw_quotes: false,
             raw_escapes: false,
             skip_unset: false,
+            skip_quotes: false,
         }
     }
 
@@ -165,6 +168,16 @@ impl Lexer {
 /// Expand one word as the builder does for ENV/LABEL values, paths, USER, WORKDIR and so on.
 pub fn expand(word: &str, env: &dyn Env, escape: char) -> Result<String, ExpandError> {
     Lexer::new(escape).process_word(word, env)
+}
+
+/// Expand the body of a heredoc whose delimiter was not quoted (`COPY <<EOF`), as buildkit
+/// does: variables are substituted, quotes are ordinary characters and escapes are kept.
+pub fn expand_heredoc(body: &str, env: &dyn Env, escape: char) -> Result<String, ExpandError> {
+    let mut lex = Lexer::new(escape);
+    lex.skip_quotes = true;
+    lex.raw_quotes = true;
+    lex.raw_escapes = true;
+    lex.process_word(body, env)
 }
 
 /// Expand and split into words (EXPOSE, and anything that takes several words after expansion).
@@ -255,12 +268,12 @@ impl Proc<'_> {
                     result.push_str(&t);
                     words.add_string(&t);
                 }
-                '\'' => {
+                '\'' if !self.lex.skip_quotes => {
                     let t = self.single_quote()?;
                     result.push_str(&t);
                     words.add_raw_string(&t);
                 }
-                '"' => {
+                '"' if !self.lex.skip_quotes => {
                     let t = self.double_quote()?;
                     result.push_str(&t);
                     words.add_raw_string(&t);

@@ -830,3 +830,35 @@ fn check_directive() {
     );
     assert_eq!(p("FROM x\n").check(), Check::default());
 }
+
+#[test]
+fn copy_heredoc_bodies_expand_unless_quoted() {
+    let d = p("FROM x\nCOPY <<EOF <<'RAW' /dst/\nHello $USER \"q\" 'x' \\$HOME ${MISSING:-dflt}\nEOF\nkeep $USER\nRAW\n");
+    let env = vec![("USER".to_string(), "me".to_string())];
+    match d.stages[0].instructions[0].expand(&env, '\\').unwrap() {
+        Instruction::Copy(c) => {
+            let bodies: Vec<&str> = c
+                .sources
+                .iter()
+                .map(|s| match s {
+                    Source::Heredoc(h) => h.content.as_str(),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(
+                bodies,
+                vec!["Hello me \"q\" 'x' \\$HOME dflt\n", "keep $USER\n"]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        expand_heredoc(
+            "a 'b' \"$X\"",
+            &vec![("X".to_string(), "1".to_string())],
+            '\\'
+        )
+        .unwrap(),
+        "a 'b' \"1\""
+    );
+}
