@@ -980,11 +980,17 @@ fn kill_during_load_then_reload() {
         "child finished before the kill: make the archive bigger"
     );
 
+    let staging_before = std::fs::read_dir(data.join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     let svc = ImageService::open(&data).unwrap();
     assert!(
         svc.list().unwrap().is_empty(),
         "a killed load registered an image"
     );
+    // the killed load's staging directory is removed when the service opens
+    eprintln!("staging dirs left by the killed load: {staging_before}");
+    assert_eq!(std::fs::read_dir(data.join("tmp")).unwrap().count(), 0);
     all_blobs_verify(&svc);
     let before: Vec<Digest> = svc
         .content()
