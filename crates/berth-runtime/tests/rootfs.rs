@@ -353,9 +353,20 @@ fn child_nopivot(spec: &Spec, bundle: &Path) {
         .unwrap()
         .file_type()
         .is_char_device());
-    // no pivot: the rootfs was moved onto "/" (the mount at / is the rootfs bind)
+    // the mount at / is the rootfs bind, moved there
     let root = mount_at("/");
-    assert_ne!(root.3, "");
+    assert!(root.0.ends_with("/rootfs"), "{root:?}");
+    // tmpcopyup: the tmpfs on /etc starts with the image's /etc
+    assert_eq!(mount_at("/etc").3, "tmpfs");
+    let secret = fs::symlink_metadata("/etc/sub/secret").unwrap();
+    assert_eq!(secret.permissions().mode() & 0o7777, 0o640);
+    assert_eq!((secret.uid(), secret.gid()), (1000, 1001));
+    assert_eq!(fs::read_link("/etc/link").unwrap(), Path::new("sub/secret"));
+    assert_eq!(fs::read_to_string("/etc/link").unwrap(), "s");
+    fs::write("/etc/written", "x").expect("the tmpfs is writable");
+    // a read-only file (readonlyPaths)
+    assert!(has_opt(&mount_at("/etc/marker").2, "ro"));
+    assert_eq!(errno_of(fs::write("/etc/marker", "x")), Some(libc::EROFS));
 }
 
 fn child_userns(spec: &Spec, bundle: &Path) {
@@ -633,9 +644,23 @@ fn masking_refuses_a_dev_null_that_is_not_the_null_device() {
 #[test]
 fn no_pivot_moves_the_rootfs_onto_slash() {
     let b = Bundle::new();
-    b.write_spec(&base_spec());
+    let etc = b.rootfs().join("etc");
+    fs::create_dir(etc.join("sub")).unwrap();
+    fs::write(etc.join("sub/secret"), "s").unwrap();
+    fs::set_permissions(etc.join("sub/secret"), fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(etc.join("sub/secret"), Some(1000), Some(1001)).unwrap();
+    std::os::unix::fs::symlink("sub/secret", etc.join("link")).unwrap();
+    let mut spec = base_spec();
+    spec["mounts"] = json!([
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/etc", "type": "tmpfs", "source": "tmpfs", "options": ["tmpcopyup", "nosuid"]},
+    ]);
+    spec["linux"]["readonlyPaths"] = json!(["/etc/marker"]);
+    b.write_spec(&spec);
     let (ok, out) = b.run("nopivot", &["-m"]);
     expect_ok(ok, &out);
+    // writes went to the tmpfs, not the image
+    assert!(!etc.join("written").exists());
 }
 
 #[test]

@@ -248,3 +248,80 @@ pub fn new_fs(
     fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, bits)
         .map_err(|e| with_log("fsmount".to_string(), e))
 }
+
+/// Copy the contents of directory `src` into directory `dst` (both fds), keeping modes and
+/// owners: regular files, directories, symlinks, device nodes and fifos; sockets are skipped.
+/// Nothing is followed: every entry is opened relative to its parent with `O_NOFOLLOW`.
+pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, depth: u32) -> io::Result<()> {
+    use rustix::fs::{AtFlags, FileType, Gid, Uid};
+    if depth > 128 {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    let dir = rustix::fs::Dir::read_from(src)?;
+    for entry in dir {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        let st = rustix::fs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        let ft = FileType::from_raw_mode(st.st_mode);
+        let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
+        match ft {
+            FileType::Directory => {
+                rustix::fs::mkdirat(dst, name, Mode::from_raw_mode(0o700))?;
+                let s = rustix::fs::openat(
+                    src,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let d = rustix::fs::openat(
+                    dst,
+                    name,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                copy_tree(s.as_fd(), d.as_fd(), depth + 1)?;
+            }
+            FileType::RegularFile => {
+                let s = rustix::fs::openat(
+                    src,
+                    name,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let d = rustix::fs::openat(
+                    dst,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )?;
+                io::copy(&mut std::fs::File::from(s), &mut std::fs::File::from(d))?;
+            }
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(src, name, Vec::new())?;
+                rustix::fs::symlinkat(target.as_c_str(), dst, name)?;
+            }
+            FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
+                rustix::fs::mknodat(dst, name, ft, mode, st.st_rdev)?;
+            }
+            _ => continue,
+        }
+        rustix::fs::chownat(
+            dst,
+            name,
+            Some(Uid::from_raw(st.st_uid)),
+            Some(Gid::from_raw(st.st_gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        if ft != FileType::Symlink {
+            rustix::fs::chmodat(dst, name, mode, AtFlags::empty())?;
+        }
+    }
+    Ok(())
+}

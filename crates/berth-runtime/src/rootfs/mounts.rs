@@ -7,8 +7,8 @@ use std::path::Path;
 use rustix::fs::{FileType, OFlags};
 
 use super::fsops::{
-    attach, clone_host_tree, mkdir_all_in_root, new_fs, open_in_root, set_attrs, set_propagation,
-    Leaf,
+    attach, clone_host_tree, copy_tree, mkdir_all_in_root, new_fs, open_in_root, set_attrs,
+    set_propagation, Leaf,
 };
 use super::options::{AttrChange, MountOptions};
 use super::plan::{
@@ -127,8 +127,46 @@ fn fs(
     op: &str,
 ) -> Result<(), RootfsError> {
     let target = mkdir_all_in_root(ctx.root, &m.destination, Leaf::Dir, "mount destination")?;
-    let mnt = new_fs(fstype, m.source.as_deref(), &opts.data, opts.attrs.set)
-        .map_err(|(step, e)| fs_err(op, &step, e))?;
+    // tmpcopyup: fill the new tmpfs with what it hides, then make it read-only if asked
+    let copy_up = opts.tmpcopyup && fstype == "tmpfs";
+    let attrs = if copy_up {
+        opts.attrs.set & !MOUNT_ATTR_RDONLY
+    } else {
+        opts.attrs.set
+    };
+    let mnt = match new_fs(fstype, m.source.as_deref(), &opts.data, attrs) {
+        // a user namespace without group 5 mapped refuses devpts' gid=5: drop it, as
+        // rootless runtimes do
+        Err((_, e))
+            if fstype == "devpts"
+                && ctx.userns
+                && e.raw_os_error() == Some(libc::EINVAL)
+                && opts.data.iter().any(|d| d.starts_with("gid=")) =>
+        {
+            let data: Vec<String> = opts
+                .data
+                .iter()
+                .filter(|d| !d.starts_with("gid="))
+                .cloned()
+                .collect();
+            new_fs(fstype, m.source.as_deref(), &data, attrs)
+        }
+        r => r,
+    }
+    .map_err(|(step, e)| fs_err(op, &step, e))?;
+    if copy_up {
+        let copy_err = |e: io::Error| RootfsError::os(format!("{op}: tmpcopyup"), e);
+        let src = open_in_root(ctx.root, &m.destination, OFlags::RDONLY | OFlags::DIRECTORY)
+            .map_err(copy_err)?;
+        copy_tree(src.as_fd(), mnt.as_fd(), 0).map_err(copy_err)?;
+        if opts.attrs.set & MOUNT_ATTR_RDONLY != 0 {
+            let ro = AttrChange {
+                set: MOUNT_ATTR_RDONLY,
+                clr: 0,
+            };
+            set_attrs(mnt.as_fd(), ro, false).map_err(|e| RootfsError::os(op, e))?;
+        }
+    }
     set_attrs(mnt.as_fd(), opts.rec_attrs, true).map_err(|e| RootfsError::os(op, e))?;
     attach(mnt.as_fd(), target.as_fd()).map_err(|e| RootfsError::os(op, e))?;
     apply_propagation(ctx, m, op)

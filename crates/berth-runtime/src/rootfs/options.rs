@@ -128,7 +128,7 @@ pub struct MountOptions {
     pub propagation: Vec<(Propagation, bool)>,
     /// Filesystem data: `key=value` or bare `key`, passed to `fsconfig`.
     pub data: Vec<String>,
-    /// Docker's `tmpcopyup` was given (accepted and ignored).
+    /// `tmpcopyup`: a new tmpfs starts with a copy of the directory it covers.
     pub tmpcopyup: bool,
 }
 
