@@ -1028,3 +1028,98 @@ fn kill_during_load_then_reload() {
     eprintln!("stale ingests removed after reload: {left:?}");
     assert!(std::fs::read_dir(&ingest).unwrap().count() == 0);
 }
+
+/// A legacy (docker < 25) archive where the second image's shared layer is a symlink to the
+/// first one's, as `docker save a b` writes it; and a re-load that moves a tag.
+#[test]
+fn legacy_archive_with_symlinked_layer_and_moved_tag() {
+    let host = Platform::host();
+    let base = layer(&[("base", b"shared", 0o644)]);
+    let top_a = layer(&[("a", b"A", 0o644)]);
+    let top_b = layer(&[("b", b"B", 0o644)]);
+    let cfg = |diffs: &[&Vec<u8>], cmd: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "architecture": host.architecture, "os": "linux",
+            "created": "2023-05-06T07:08:09.123Z",
+            "config": {"Cmd": [cmd]},
+            "rootfs": {"type": "layers", "diff_ids": diffs.iter().map(|d| Digest::sha256_of(d).to_string()).collect::<Vec<_>>()},
+        }))
+        .unwrap()
+    };
+    let cfg_a = cfg(&[&base, &top_a], "a");
+    let cfg_b = cfg(&[&base, &top_b], "b");
+    let mut tb = tar::Builder::new(Vec::new());
+    let mut file = |tb: &mut tar::Builder<Vec<u8>>, p: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        tb.append_data(&mut h, p, data).unwrap();
+    };
+    file(&mut tb, "l1/layer.tar", &base);
+    file(&mut tb, "l1/VERSION", b"1.0");
+    file(&mut tb, "l2/layer.tar", &top_a);
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    tb.append_link(&mut h, "l3/layer.tar", "../l1/layer.tar")
+        .unwrap();
+    file(&mut tb, "l4/layer.tar", &top_b);
+    let ca = format!("{}.json", Digest::sha256_of(&cfg_a).encoded());
+    let cb = format!("{}.json", Digest::sha256_of(&cfg_b).encoded());
+    file(&mut tb, &ca, &cfg_a);
+    file(&mut tb, &cb, &cfg_b);
+    let manifest = serde_json::json!([
+        {"Config": ca, "RepoTags": ["berthtest/legacy:a"], "Layers": ["l1/layer.tar", "l2/layer.tar"]},
+        {"Config": cb, "RepoTags": ["berthtest/legacy:b"], "Layers": ["l3/layer.tar", "l4/layer.tar"]},
+    ]);
+    file(
+        &mut tb,
+        "manifest.json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    file(&mut tb, "repositories", b"{}");
+    let ar = tb.into_inner().unwrap();
+
+    let root = tmp();
+    let svc = ImageService::open(root.path()).unwrap();
+    let res = svc.load(&ar[..]).unwrap();
+    assert_eq!(res.len(), 2);
+    assert_eq!(res[1].id, Digest::sha256_of(&cfg_b));
+    // base blob once, three snapshots (base, a, b)
+    assert_eq!(
+        svc.content()
+            .list()
+            .unwrap()
+            .iter()
+            .filter(|i| i.size == base.len() as u64 && i.digest == Digest::sha256_of(&base))
+            .count(),
+        1
+    );
+    assert_eq!(svc.snapshotter().list().unwrap().len(), 3);
+    let b = svc.resolve("berthtest/legacy:b").unwrap();
+    assert_eq!(b.manifest.layers[0].digest, Digest::sha256_of(&base));
+    let view = View::new(&svc, &b.top_chain_id().unwrap());
+    assert_eq!(std::fs::read(view.path().join("base")).unwrap(), b"shared");
+    assert_eq!(std::fs::read(view.path().join("b")).unwrap(), b"B");
+    drop(view);
+
+    // moving a tag onto another image leaves the old one dangling, as docker load does
+    svc.tag("berthtest/legacy:b", "berthtest/legacy:a").unwrap();
+    let list = svc.list().unwrap();
+    assert_eq!(list.len(), 2);
+    let old = list
+        .iter()
+        .find(|i| i.id == Digest::sha256_of(&cfg_a).to_string())
+        .unwrap();
+    assert!(old.repo_tags.is_empty(), "{old:?}");
+    let new = list
+        .iter()
+        .find(|i| i.id == Digest::sha256_of(&cfg_b).to_string())
+        .unwrap();
+    assert_eq!(new.repo_tags, ["berthtest/legacy:a", "berthtest/legacy:b"]);
+    let again = svc.load(&ar[..]).unwrap();
+    assert_eq!(
+        again[0].renamed,
+        [("berthtest/legacy:a".to_string(), Digest::sha256_of(&cfg_b))]
+    );
+}
