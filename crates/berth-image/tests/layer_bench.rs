@@ -223,3 +223,25 @@ fn raw_decompress_speed() {
         plain.len() as f64 / 1e6 / t.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+#[ignore = "profiling helper: plain tar into tmpfs, 10 times"]
+fn profile_plain_tmpfs() {
+    let plain = build_layer();
+    let tmpfs = Tmpfs(
+        tempfile::Builder::new()
+            .prefix("berthtest-bench-")
+            .tempdir()
+            .unwrap(),
+    );
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2g", "tmpfs"])
+        .arg(tmpfs.0.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    for _ in 0..10 {
+        apply_once(tmpfs.0.path(), &plain, false);
+    }
+}

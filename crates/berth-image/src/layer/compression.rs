@@ -74,11 +74,11 @@ impl<R: BufRead> HashBufRead<R> {
 
 impl<R: BufRead> Read for HashBufRead<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // Large reads bypass the buffer when it is empty, like BufReader does.
-        let avail = self.inner.fill_buf()?;
-        let n = avail.len().min(buf.len());
-        buf[..n].copy_from_slice(&avail[..n]);
-        self.consume(n);
+        // Through the inner reader's own `read`: a BufReader hands large reads straight to its
+        // source when its buffer is empty, saving a copy.
+        let n = self.inner.read(buf)?;
+        self.digester.update(&buf[..n]);
+        self.count += n as u64;
         Ok(n)
     }
 }
