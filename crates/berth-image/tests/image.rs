@@ -1049,7 +1049,7 @@ fn legacy_archive_with_symlinked_layer_and_moved_tag() {
     let cfg_a = cfg(&[&base, &top_a], "a");
     let cfg_b = cfg(&[&base, &top_b], "b");
     let mut tb = tar::Builder::new(Vec::new());
-    let mut file = |tb: &mut tar::Builder<Vec<u8>>, p: &str, data: &[u8]| {
+    let file = |tb: &mut tar::Builder<Vec<u8>>, p: &str, data: &[u8]| {
         let mut h = tar::Header::new_ustar();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
