@@ -325,3 +325,134 @@ pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, depth: u32) -> io::Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    use std::path::Path;
+
+    fn root_fd(p: &Path) -> OwnedFd {
+        rustix::fs::open(
+            p,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap()
+    }
+
+    fn tmp() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("berthtest-fsops-")
+            .tempdir()
+            .unwrap()
+    }
+
+    fn fd_path(fd: &OwnedFd) -> std::path::PathBuf {
+        std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(fd)
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn creates_directories_and_file_leaves_inside_the_root() {
+        let t = tmp();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let fd = mkdir_all_in_root(root_fd(&root).as_fd(), "/a/b/c", Leaf::Dir, "test").unwrap();
+        assert_eq!(fd_path(&fd), root.join("a/b/c"));
+        assert!(root.join("a/b/c").is_dir());
+        let fd = mkdir_all_in_root(root_fd(&root).as_fd(), "/a/f", Leaf::File, "test").unwrap();
+        assert_eq!(fd_path(&fd), root.join("a/f"));
+        assert!(root.join("a/f").is_file());
+        // existing paths are reused
+        mkdir_all_in_root(root_fd(&root).as_fd(), "/a/b", Leaf::Dir, "test").unwrap();
+    }
+
+    #[test]
+    fn symlinks_and_dotdot_never_leave_the_root() {
+        let t = tmp();
+        let root = t.path().join("root");
+        let outside = t.path().join("outside");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        // existing and dangling, absolute and relative links that aim outside
+        symlink(&outside, root.join("abs")).unwrap();
+        symlink("../../../outside", root.join("rel")).unwrap();
+        symlink("/", root.join("slash")).unwrap();
+        let rfd = root_fd(&root);
+        let fd = mkdir_all_in_root(rfd.as_fd(), "/abs/x", Leaf::Dir, "test").unwrap();
+        let inside = root.join(outside.strip_prefix("/").unwrap());
+        assert_eq!(fd_path(&fd), inside.join("x"));
+        let fd = mkdir_all_in_root(rfd.as_fd(), "/rel/y", Leaf::File, "test").unwrap();
+        assert_eq!(fd_path(&fd), root.join("outside/y"));
+        let fd = mkdir_all_in_root(rfd.as_fd(), "/../../slash/../z", Leaf::Dir, "test").unwrap();
+        assert_eq!(fd_path(&fd), root.join("z"));
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // opening through the links stays inside too
+        let fd = open_in_root(rfd.as_fd(), "/slash/abs/x", OFlags::PATH).unwrap();
+        assert_eq!(fd_path(&fd), inside.join("x"));
+    }
+
+    #[test]
+    fn loops_and_files_in_the_way_are_errors() {
+        let t = tmp();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        symlink("loop2", root.join("loop1")).unwrap();
+        symlink("loop1", root.join("loop2")).unwrap();
+        std::fs::write(root.join("file"), "x").unwrap();
+        let rfd = root_fd(&root);
+        let err =
+            mkdir_all_in_root(rfd.as_fd(), "/loop1/x", Leaf::Dir, "mount destination").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("create mount destination /loop1/x: "),
+            "{err}"
+        );
+        let err =
+            mkdir_all_in_root(rfd.as_fd(), "/file/x", Leaf::Dir, "mount destination").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "create mount destination /file/x: not a directory"
+        );
+    }
+
+    #[test]
+    fn copy_tree_keeps_types_modes_and_owners() {
+        let t = tmp();
+        let src = t.path().join("src");
+        let dst = t.path().join("dst");
+        std::fs::create_dir_all(src.join("d/e")).unwrap();
+        std::fs::create_dir(&dst).unwrap();
+        std::fs::write(src.join("d/f"), "content").unwrap();
+        std::fs::set_permissions(src.join("d/f"), std::fs::Permissions::from_mode(0o4751)).unwrap();
+        std::os::unix::fs::chown(src.join("d"), Some(7), Some(8)).unwrap();
+        symlink("/etc/passwd", src.join("link")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            src.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o620),
+            0,
+        )
+        .unwrap();
+        std::fs::set_permissions(src.join("fifo"), std::fs::Permissions::from_mode(0o620)).unwrap();
+        let s = rustix::fs::open(&src, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        copy_tree(s.as_fd(), root_fd(&dst).as_fd(), 0).unwrap();
+        assert_eq!(std::fs::read_to_string(dst.join("d/f")).unwrap(), "content");
+        let f = std::fs::metadata(dst.join("d/f")).unwrap();
+        assert_eq!(f.permissions().mode() & 0o7777, 0o4751);
+        let d = std::fs::metadata(dst.join("d")).unwrap();
+        assert_eq!((d.uid(), d.gid()), (7, 8));
+        assert!(dst.join("d/e").is_dir());
+        assert_eq!(
+            std::fs::read_link(dst.join("link")).unwrap(),
+            Path::new("/etc/passwd")
+        );
+        let fifo = std::fs::symlink_metadata(dst.join("fifo")).unwrap();
+        assert_eq!(fifo.permissions().mode() & 0o7777, 0o620);
+    }
+}
