@@ -7,9 +7,31 @@
 //! 2. optionally [`setup_console`]: a pty from the container's own devpts, bound on /dev/console.
 //! 3. [`finalize_rootfs`]: sysctl, readonlyPaths, maskedPaths, read-only root.
 //!
-//! Every destination inside the rootfs is resolved with `openat2(RESOLVE_IN_ROOT)` and mounted
-//! onto the resolved fd with the new mount API (`open_tree`/`fsopen`/`fsmount`/`move_mount`), so a
-//! symlink inside the rootfs can never redirect a mount to the host.
+//! # Design
+//! - Every destination inside the rootfs is created and resolved with
+//!   `openat2(RESOLVE_IN_ROOT)`, one component at a time; a symlink (even a dangling one) is
+//!   followed *inside* the rootfs. Mounts are made with the new mount API onto the resolved fd
+//!   (`open_tree`/`fsopen`+`fsconfig`+`fsmount`, then `move_mount` with `T_EMPTY_PATH`), so a
+//!   symlink swapped into the rootfs can never redirect a mount to the host (runc
+//!   CVE-2021-30465), and no step depends on a `/proc` being mounted.
+//! - Mount flags are `MOUNT_ATTR_*` set with `mount_setattr` on the detached mount before it
+//!   is attached (`rro` and friends with `AT_RECURSIVE`); filesystem instances only get
+//!   per-mount flags, never superblock ones, so `ro` on sysfs or proc cannot leak to the host's
+//!   shared superblock. Propagation options are applied after attaching.
+//! - Default propagation of `/` is `rslave` (runc's): host mounts still reach the container,
+//!   nothing flows back. `rshared` makes the rootfs's parent mount private first, as runc does.
+//! - Without a /dev mount in the spec, berth mounts a tmpfs on /dev plus devpts on /dev/pts and
+//!   a 64 MiB tmpfs on /dev/shm (unless the spec has those). Devices and /dev symlinks are made
+//!   unless /dev is a bind mount. In a user namespace devices are bind-mounted from the host.
+//! - cgroup mounts: on cgroup v2 the container's own cgroup directory is bound (or, with a
+//!   cgroup namespace, cgroup2 is mounted); on v1/hybrid a tmpfs holds one mount per hierarchy,
+//!   each the container's own cgroup (bound, or mounted fresh in a cgroup namespace). The init
+//!   process must already be in its cgroup.
+//! - Masking checks that the container's /dev/null is really char 1:3 before binding it (runc
+//!   CVE-2025-31133); sysctl keys are validated and written through a procfs-checked fd.
+//! - Mounts on /proc sub-paths are refused except runc's lxcfs list.
+//! - Pure parts (option parsing, the mount plan, device list, cgroup layout) live in
+//!   [`options`] and [`plan`] and are unit-tested without root.
 
 mod dev;
 mod finalize;
@@ -40,7 +62,8 @@ pub struct RootfsOptions {
     /// own devpts instead (what runc does).
     pub console: Option<OwnedFd>,
     /// The process is in a new user namespace: devices are bind-mounted from the host instead of
-    /// created with mknod, and locked mount flags are kept.
+    /// created with mknod, and locked mount flags are kept. Also implied when the spec lists a
+    /// user namespace.
     pub in_user_ns: bool,
 }
 
