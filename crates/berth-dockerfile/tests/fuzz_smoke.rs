@@ -85,6 +85,13 @@ fn seeds(kind: &str) -> Vec<Vec<u8>> {
         .map(|e| std::fs::read(e.expect("dir entry").path()).expect("read seed"))
         .collect();
     assert!(out.len() >= 2, "expected seeds in {}", dir.display());
+    if kind == "dockerfile" {
+        // The real-world corpus of the table test seeds the mutations too.
+        let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+        for entry in std::fs::read_dir(&corpus).expect("tests/corpus") {
+            out.push(std::fs::read(entry.expect("dir entry").path()).expect("read corpus file"));
+        }
+    }
     out.sort();
     out
 }
