@@ -735,3 +735,79 @@ fn apply_into_an_open_root_fd() {
         b"berth"
     );
 }
+
+#[test]
+fn literal_mode_keeps_wh_names_and_owner_mapping() {
+    let host = Host::new();
+    let layer = tar(&[
+        E::file(".wh.notes", "just a file").owner(1000, 1000),
+        E::file("d/.wh..wh..opq", "also a file"),
+        E::file("root-owned", "r"),
+    ]);
+    let mut o = ApplyOptions::with_whiteout(WhiteoutMode::Literal);
+    o.id_map = Some(berth_image::layer::IdMap {
+        uids: vec![(0, 100_000, 65_536)],
+        gids: vec![(0, 200_000, 65_536)],
+    });
+    apply_layer(&host.root(), &layer[..], &o).unwrap();
+    let md = fs::metadata(host.root().join(".wh.notes")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (101_000, 201_000));
+    assert_eq!(
+        fs::read(host.root().join("d/.wh..wh..opq")).unwrap(),
+        b"also a file"
+    );
+    let md = fs::metadata(host.root().join("root-owned")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (100_000, 200_000));
+
+    // An id outside the map is refused; an owner override replaces every owner.
+    let h2 = Host::new();
+    let big = tar(&[E::file("f", "x").owner(70_000, 0)]);
+    let err = apply_layer(&h2.root(), &big[..], &o).unwrap_err();
+    assert!(err.to_string().contains("not in the id map"), "{err}");
+    let mut chown = ApplyOptions::default();
+    chown.owner = Some((4242, 4343));
+    apply_layer(&h2.root(), &big[..], &chown).unwrap();
+    let md = fs::metadata(h2.root().join("f")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (4242, 4343));
+}
+
+#[test]
+fn id_mapped_apply_then_diff_restores_archive_owners() {
+    let host = Host::new();
+    let map = berth_image::layer::IdMap {
+        uids: vec![(0, 100_000, 65_536)],
+        gids: vec![(0, 100_000, 65_536)],
+    };
+    let layer = tar(&[
+        E::dir("home/").mtime(5),
+        E::file("home/u", "u").owner(1000, 1001),
+    ]);
+    let mut o = ApplyOptions::default();
+    o.id_map = Some(map.clone());
+    apply_layer(&host.root(), &layer[..], &o).unwrap();
+    let mut d = DiffOptions::default();
+    d.id_map = Some(map);
+    let mut out = Vec::new();
+    diff(&[], &host.root(), &mut out, &d).unwrap();
+    let mut a = ::tar::Archive::new(&out[..]);
+    let owners: Vec<(String, u64, u64)> = a
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            (
+                String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        owners,
+        [
+            ("home/".to_string(), 0, 0),
+            ("home/u".to_string(), 1000, 1001)
+        ]
+    );
+}

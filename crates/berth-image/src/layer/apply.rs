@@ -37,6 +37,46 @@ pub enum WhiteoutMode {
     /// `.wh.<name>` deletes `<name>`, `.wh..wh..opq` empties its directory of everything this
     /// layer did not itself create.
     Remove,
+    /// Not a layer (`docker cp`, `ADD` of a local tar): `.wh.*` names are ordinary files.
+    Literal,
+}
+
+/// A user-namespace id mapping (like `/proc/<pid>/uid_map`): ids from the archive are
+/// translated through `(inside, outside, count)` ranges; an id outside every range is an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdMap {
+    /// `(inside, outside, count)` ranges for user ids.
+    pub uids: Vec<(u32, u32, u32)>,
+    /// `(inside, outside, count)` ranges for group ids.
+    pub gids: Vec<(u32, u32, u32)>,
+}
+
+impl IdMap {
+    fn map(ranges: &[(u32, u32, u32)], id: u32) -> Option<u32> {
+        ranges.iter().find_map(|&(inside, outside, count)| {
+            let off = id.checked_sub(inside)?;
+            (off < count).then(|| outside.checked_add(off)).flatten()
+        })
+    }
+
+    /// The host uid for an archive uid.
+    pub fn uid(&self, id: u32) -> Option<u32> {
+        Self::map(&self.uids, id)
+    }
+
+    /// The host gid for an archive gid.
+    pub fn gid(&self, id: u32) -> Option<u32> {
+        Self::map(&self.gids, id)
+    }
+
+    /// The mapping the other way round (host ids to archive ids), for diffs.
+    pub fn inverse(&self) -> IdMap {
+        let flip = |r: &[(u32, u32, u32)]| r.iter().map(|&(i, o, c)| (o, i, c)).collect();
+        IdMap {
+            uids: flip(&self.uids),
+            gids: flip(&self.gids),
+        }
+    }
 }
 
 /// Options of [`apply_layer`].
@@ -49,6 +89,10 @@ pub struct ApplyOptions {
     pub same_owner: bool,
     /// Ignore EPERM/EINVAL from chown (rootless, unmapped ids).
     pub ignore_chown_errors: bool,
+    /// Translate owners (user-namespace remapping); applied before `owner`.
+    pub id_map: Option<IdMap>,
+    /// Give every entry this `(uid, gid)` instead of the archive's (`ADD --chown`).
+    pub owner: Option<(u32, u32)>,
     /// Create char/block device nodes; when false such entries are refused.
     pub allow_devices: bool,
     /// Largest size of one file entry.
@@ -70,6 +114,8 @@ impl Default for ApplyOptions {
             whiteout: WhiteoutMode::Overlay,
             same_owner: true,
             ignore_chown_errors: false,
+            id_map: None,
+            owner: None,
             allow_devices: true,
             max_file_size: None,
             max_entries: None,
@@ -499,7 +545,11 @@ impl Applier<'_> {
         let path = RelPath::clean(&raw_name)?;
 
         // Whiteouts.
-        if let Some(name) = path.file_name() {
+        let name = match self.opts.whiteout {
+            WhiteoutMode::Literal => None,
+            _ => path.file_name(),
+        };
+        if let Some(name) = name {
             let name = name.as_bytes();
             if name == WHITEOUT_OPAQUE.as_bytes() {
                 let dir = path.parent().unwrap_or_default();
@@ -617,10 +667,22 @@ impl Applier<'_> {
                 .filter(|&v| v != u32::MAX)
                 .ok_or_else(|| bad(what))
         };
+        let (mut uid, mut gid) = (id(uid, "uid")?, id(gid, "gid")?);
+        if let Some(m) = &self.opts.id_map {
+            uid = m.uid(uid).ok_or_else(|| {
+                LayerError::unsafe_entry(shown, format!("uid {uid} is not in the id map"))
+            })?;
+            gid = m.gid(gid).ok_or_else(|| {
+                LayerError::unsafe_entry(shown, format!("gid {gid} is not in the id map"))
+            })?;
+        }
+        if let Some((u, g)) = self.opts.owner {
+            (uid, gid) = (u, g);
+        }
         Ok(Meta {
             mode,
-            uid: id(uid, "uid")?,
-            gid: id(gid, "gid")?,
+            uid,
+            gid,
             times: Timestamps {
                 last_access: atime.unwrap_or(mtime),
                 last_modification: mtime,
@@ -962,6 +1024,7 @@ impl Applier<'_> {
                     .map_err(|e| LayerError::fs("remove whited-out", shown, e))?;
                 self.created.remove(&path);
             }
+            WhiteoutMode::Literal => {}
             WhiteoutMode::Overlay => {
                 let (pp, dfd) = self.take_parent(&path, shown)?;
                 self.make_room(dfd.as_fd(), name, false, shown)?;
@@ -1000,6 +1063,7 @@ impl Applier<'_> {
         let fd = fsx::open_dir_nofollow(self.root.as_fd(), dir)
             .map_err(|e| LayerError::fs("open opaque directory of", shown, e))?;
         match self.opts.whiteout {
+            WhiteoutMode::Literal => Ok(()),
             WhiteoutMode::Overlay => {
                 fsx::set_xattr(XattrTarget::Fd(fd.as_fd()), "trusted.overlay.opaque", b"y")
                     .map_err(|e| LayerError::fs("mark opaque", dir.display(), e))

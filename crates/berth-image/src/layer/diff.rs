@@ -16,7 +16,7 @@ use tar::EntryType;
 use super::compression::Encoder;
 use super::fsx::{self, XattrTarget};
 use super::path::RelPath;
-use super::{Compression, LayerError, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
+use super::{Compression, IdMap, LayerError, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 
 /// Options of [`diff`] and [`diff_dirs`].
 #[derive(Debug, Clone, Default)]
@@ -24,12 +24,18 @@ use super::{Compression, LayerError, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 pub struct DiffOptions {
     /// Compression of the written stream.
     pub compression: Compression,
+    /// The id mapping the tree was applied with ([`ApplyOptions::id_map`](super::ApplyOptions::id_map)): host owners are
+    /// written back as archive owners; an owner outside the map is an error.
+    pub id_map: Option<IdMap>,
 }
 
 impl DiffOptions {
     /// Defaults with the given output compression.
     pub fn with_compression(compression: Compression) -> Self {
-        DiffOptions { compression }
+        DiffOptions {
+            compression,
+            ..Default::default()
+        }
     }
 }
 
@@ -392,6 +398,8 @@ struct Emitter<W: Write> {
     /// Unchanged ancestor directories of the walk position, written before the first entry
     /// below them.
     pending: Vec<PendingDir>,
+    /// Host ids to archive ids.
+    unmap: Option<IdMap>,
     links: HashMap<(u64, u64), Vec<u8>>,
     entries: u64,
 }
@@ -417,6 +425,7 @@ impl<W: Write> Emitter<W> {
             tar,
             links: HashMap::new(),
             pending: Vec::new(),
+            unmap: opts.id_map.as_ref().map(IdMap::inverse),
             entries: 0,
         })
     }
@@ -458,12 +467,30 @@ impl<W: Write> Emitter<W> {
         let mut h = tar::Header::new_ustar();
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         let (mode, uid, gid, mtime) = match st {
-            Some(st) => (
-                st.st_mode & 0o7777,
-                u64::from(st.st_uid),
-                u64::from(st.st_gid),
-                st.st_mtime.max(0) as u64,
-            ),
+            Some(st) => {
+                let (mut uid, mut gid) = (st.st_uid, st.st_gid);
+                if let Some(m) = &self.unmap {
+                    let shown = || String::from_utf8_lossy(name).into_owned();
+                    uid = m.uid(uid).ok_or_else(|| {
+                        LayerError::Unsupported(format!(
+                            "{}: uid {uid} is not in the id map",
+                            shown()
+                        ))
+                    })?;
+                    gid = m.gid(gid).ok_or_else(|| {
+                        LayerError::Unsupported(format!(
+                            "{}: gid {gid} is not in the id map",
+                            shown()
+                        ))
+                    })?;
+                }
+                (
+                    st.st_mode & 0o7777,
+                    u64::from(uid),
+                    u64::from(gid),
+                    st.st_mtime.max(0) as u64,
+                )
+            }
             None => (0, 0, 0, 0),
         };
         h.set_entry_type(etype);

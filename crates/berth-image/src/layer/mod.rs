@@ -46,7 +46,8 @@ mod fsx;
 mod path;
 
 pub use apply::{
-    apply_layer, apply_layer_at, apply_layer_verified, ApplyOptions, ApplyReport, WhiteoutMode,
+    apply_layer, apply_layer_at, apply_layer_verified, ApplyOptions, ApplyReport, IdMap,
+    WhiteoutMode,
 };
 pub use compression::{detect, Compression};
 pub use diff::{diff, diff_dirs, DiffOptions, DiffReport};
