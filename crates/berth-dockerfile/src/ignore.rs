@@ -250,6 +250,34 @@ fn escape_literal(path: &str) -> String {
     out
 }
 
+/// Clean and compile pattern lines (`(index, text)`; the line number is `index + 1`).
+fn compile<'a>(lines: impl Iterator<Item = (usize, &'a str)>) -> Result<Vec<Pattern>, IgnoreError> {
+    let mut patterns = Vec::new();
+    for (n, line) in lines {
+        let mut pattern = line.trim();
+        if pattern.is_empty() {
+            continue;
+        }
+        let exclusion = pattern.starts_with('!');
+        if exclusion {
+            pattern = pattern[1..].trim();
+            if pattern.is_empty() {
+                return Err(IgnoreError::BadPattern {
+                    line: n + 1,
+                    pattern: "!".into(),
+                    reason: "an exception needs a pattern after !",
+                });
+            }
+        }
+        let mut cleaned = clean_path(pattern);
+        if cleaned.len() > 1 && cleaned.starts_with('/') {
+            cleaned.remove(0);
+        }
+        patterns.push(Pattern::new(cleaned, exclusion, n + 1)?);
+    }
+    Ok(patterns)
+}
+
 /// Parsed `.dockerignore` patterns.
 #[derive(Debug, Clone, Default)]
 pub struct DockerIgnore {
@@ -261,36 +289,26 @@ impl DockerIgnore {
     /// (never excluded); add other always-sent paths with [`DockerIgnore::keep`].
     pub fn parse(text: &str) -> Result<DockerIgnore, IgnoreError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut patterns = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            if line.starts_with('#') {
-                continue;
-            }
-            let mut pattern = line.trim();
-            if pattern.is_empty() {
-                continue;
-            }
-            let exclusion = pattern.starts_with('!');
-            if exclusion {
-                pattern = pattern[1..].trim();
-                if pattern.is_empty() {
-                    return Err(IgnoreError::BadPattern {
-                        line: n + 1,
-                        pattern: "!".into(),
-                        reason: "an exception needs a pattern after !",
-                    });
-                }
-            }
-            let mut cleaned = clean_path(pattern);
-            if cleaned.len() > 1 && cleaned.starts_with('/') {
-                cleaned.remove(0);
-            }
-            patterns.push(Pattern::new(cleaned, exclusion, n + 1)?);
-        }
-        let mut ignore = DockerIgnore { patterns };
+        let lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.starts_with('#'));
+        let mut ignore = DockerIgnore {
+            patterns: compile(lines)?,
+        };
         ignore.keep(".dockerignore");
         ignore.keep("Dockerfile");
         Ok(ignore)
+    }
+
+    /// A matcher over bare patterns with the same semantics, and nothing kept: for
+    /// `COPY --exclude` / `ADD --exclude`. `#` is an ordinary character here.
+    pub fn from_patterns<'a>(
+        patterns: impl IntoIterator<Item = &'a str>,
+    ) -> Result<DockerIgnore, IgnoreError> {
+        Ok(DockerIgnore {
+            patterns: compile(patterns.into_iter().enumerate())?,
+        })
     }
 
     /// Read `<context>/<dockerfile>.dockerignore` when it exists (buildkit's per-Dockerfile

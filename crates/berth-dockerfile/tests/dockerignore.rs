@@ -298,3 +298,20 @@ fn per_dockerfile_ignore_file_wins() {
     let di = DockerIgnore::load(none.0.path(), "Dockerfile").unwrap();
     assert!(!di.is_excluded("anything"));
 }
+
+#[test]
+fn exclude_flag_patterns() {
+    let ex = DockerIgnore::from_patterns(["*.tmp", "cache/**", "!cache/keep"]).unwrap();
+    assert!(ex.is_excluded("a.tmp"));
+    assert!(ex.is_excluded("cache/x/y"));
+    assert!(!ex.is_excluded("cache/keep"));
+    assert!(!ex.is_excluded("src/a.rs"));
+    // Nothing is kept implicitly, and # is not a comment.
+    assert!(DockerIgnore::from_patterns(["Dockerfile"])
+        .unwrap()
+        .is_excluded("Dockerfile"));
+    assert!(DockerIgnore::from_patterns(["#x"])
+        .unwrap()
+        .is_excluded("#x"));
+    assert!(DockerIgnore::from_patterns(["["]).is_err());
+}
