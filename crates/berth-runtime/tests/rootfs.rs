@@ -153,6 +153,8 @@ fn zz_child_entry() {
         "userns" => child_userns(&spec, &bundle),
         "shared" => child_shared(&spec, &bundle),
         "badnull" => child_badnull(&spec, &bundle),
+        "cgroup2" => child_cgroup2(&spec, &bundle, false),
+        "cgroup2ns" => child_cgroup2(&spec, &bundle, true),
         other => panic!("unknown scenario {other}"),
     }
     println!("CHILD-OK");
@@ -426,6 +428,29 @@ fn child_shared(spec: &Spec, bundle: &Path) {
     assert!(!slave.contains("shared:"), "{slave}");
 }
 
+fn child_cgroup2(spec: &Spec, bundle: &Path, cgroupns: bool) {
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup2 line")
+        .to_string();
+    prepare_rootfs(spec, bundle, &RootfsOptions::default()).expect("prepare_rootfs");
+    let cg = mount_at("/sys/fs/cgroup");
+    assert_eq!(cg.3, "cgroup2", "{cg:?}");
+    assert!(has_opt(&cg.2, "nosuid"), "{cg:?}");
+    if cgroupns {
+        // a fresh cgroup2 instance rooted at the namespace's root, writable as asked
+        assert_eq!(cg.0, "/", "{cg:?}");
+        assert!(has_opt(&cg.2, "rw"), "{cg:?}");
+    } else {
+        // a read-only bind of this process's own cgroup directory
+        assert_eq!(cg.0, own, "{cg:?}");
+        assert!(has_opt(&cg.2, "ro"), "{cg:?}");
+    }
+    assert!(Path::new("/sys/fs/cgroup/cgroup.procs").exists());
+}
+
 fn child_badnull(spec: &Spec, bundle: &Path) {
     prepare_rootfs(spec, bundle, &RootfsOptions::default()).expect("prepare_rootfs");
     let err = finalize_rootfs(spec).unwrap_err();
@@ -490,21 +515,34 @@ fn full_spec_in_private_namespace() {
         "maskedPaths": ["/proc/kcore", "/proc/timer_list", "/proc/driver", "/proc/berthtest-missing"]
     });
     b.write_spec(&spec);
-    let (ok, out) = run_with_submount(&b, "full", &rro.join("sub"));
+    let (ok, out) = run_with_setup(
+        &b,
+        "full",
+        &["-m", "-n"],
+        "mount -t tmpfs berthtest \"$1\"",
+        &rro.join("sub"),
+    );
     expect_ok(ok, &out);
 }
 
-/// Run `scenario` under `unshare -m -n` with a tmpfs mounted at `submount` inside the child's
-/// namespace first (busybox mount via `sh -c`), so rbind sources have a submount.
-fn run_with_submount(b: &Bundle, scenario: &str, submount: &Path) -> (bool, String) {
+/// Run `scenario` under `unshare <unshare_args> sh -c '<setup> && exec <this test binary>'`:
+/// `setup` prepares the child's own mount namespace (its `$1` is `arg`).
+fn run_with_setup(
+    b: &Bundle,
+    scenario: &str,
+    unshare_args: &[&str],
+    setup: &str,
+    arg: &Path,
+) -> (bool, String) {
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("unshare")
-        .args(["-m", "-n", "sh", "-c"])
-        .arg(
-            "mount -t tmpfs berthtest \"$1\" && exec \"$2\" --exact zz_child_entry --nocapture --test-threads=1",
-        )
+        .args(unshare_args)
+        .args(["sh", "-c"])
+        .arg(format!(
+            "{setup} && exec \"$2\" --exact zz_child_entry --nocapture --test-threads=1"
+        ))
         .arg("sh")
-        .arg(submount)
+        .arg(arg)
         .arg(exe)
         .env(CHILD_ENV, scenario)
         .env("BERTH_ROOTFS_BUNDLE", b.path())
@@ -516,6 +554,37 @@ fn run_with_submount(b: &Bundle, scenario: &str, submount: &Path) -> (bool, Stri
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// Turn the child's view of the host into a pure cgroup v2 layout (whatever the host has).
+const CGROUP2_ONLY: &str =
+    "umount -R /sys/fs/cgroup 2>/dev/null; mount -t cgroup2 berthtest-cg2 /sys/fs/cgroup";
+
+#[test]
+fn cgroup2_host_binds_its_own_cgroup() {
+    let b = Bundle::new();
+    let mut spec = base_spec();
+    spec["mounts"] = json!([
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro", "nosuid"]},
+    ]);
+    b.write_spec(&spec);
+    let (ok, out) = run_with_setup(&b, "cgroup2", &["-m"], CGROUP2_ONLY, Path::new("/"));
+    expect_ok(ok, &out);
+}
+
+#[test]
+fn cgroup2_host_with_cgroup_namespace_mounts_cgroup2() {
+    let b = Bundle::new();
+    let mut spec = base_spec();
+    spec["mounts"] = json!([
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["rw", "nosuid"]},
+    ]);
+    spec["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "cgroup"}]);
+    b.write_spec(&spec);
+    let (ok, out) = run_with_setup(&b, "cgroup2ns", &["-m", "-C"], CGROUP2_ONLY, Path::new("/"));
+    expect_ok(ok, &out);
 }
 
 #[test]
