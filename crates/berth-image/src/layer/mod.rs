@@ -34,6 +34,12 @@
 //! Dropped silently (counted in [`ApplyReport::dropped_xattrs`]): `trusted.overlay.*`,
 //! `user.overlay.*` and xattrs outside `user.`/`security.`/`trusted.`/POSIX ACLs.
 //!
+//! Modes ([`WhiteoutMode`]): `Overlay` (0/0 char devices and `trusted.overlay.opaque`, for an
+//! overlay upper dir), `Remove` (delete in place: copy snapshotter, flattening), `Literal`
+//! (`.wh.` names are plain files: `docker cp`, `ADD` of a tar). Owners can be translated with
+//! an [`IdMap`] (user-namespace remapping; [`DiffOptions::id_map`] maps back) or replaced
+//! (`ApplyOptions::owner`, `ADD --chown`).
+//!
 //! Metadata order per entry: data, chown, chmod (chown clears setuid), xattrs (chown clears
 //! `security.capability`), times. Directory modes and times are set after the last entry, so
 //! read-only directories and children added later do not disturb them.
