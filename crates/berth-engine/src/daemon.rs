@@ -45,33 +45,132 @@ pub fn run(config: Config) -> Result<(), EngineError> {
     // PID 1 here does not reap: adopt our orphans and reap them ourselves.
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .map_err(|e| EngineError::io("set child subreaper", e.into()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = runtime()?;
+    let res = rt.block_on(serve_until(config, None, shutdown_signal()));
+    rt.shutdown_timeout(Duration::from_secs(2));
+    res
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, EngineError> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("berth-daemon")
         .build()
-        .map_err(|e| EngineError::io("start tokio runtime", e))?;
-    let res = rt.block_on(async move {
+        .map_err(|e| EngineError::io("start tokio runtime", e))
+}
+
+type Ready = std::sync::mpsc::Sender<Result<Arc<Engine>, EngineError>>;
+
+/// Open the engine, bind, serve until `shutdown`, then stop (containers keep running).
+/// `ready` receives the engine once the sockets listen (or the start-up error).
+pub async fn serve_until(
+    config: Config,
+    ready: Option<Ready>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), EngineError> {
+    let started = async {
         let pidfile = config.pidfile.as_deref().map(PidFile::create).transpose()?;
         let engine = Engine::open(config)?;
         let sockets = server::bind_all(&engine)?;
-        engine.reaper.spawn();
-        for s in &sockets {
-            tracing::info!(
-                "berth daemon {} serving API {}.{} on unix://{}",
-                crate::VERSION,
-                crate::API_VERSION.0,
-                crate::API_VERSION.1,
-                s.path().display()
-            );
+        Ok::<_, EngineError>((pidfile, engine, sockets))
+    }
+    .await;
+    let (pidfile, engine, sockets) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some(r) = ready {
+                let _ = r.send(Err(EngineError::new(e.kind(), e.to_string())));
+            }
+            return Err(e);
         }
-        server::serve(engine.clone(), sockets, shutdown_signal()).await?;
-        tracing::info!("shutting down; containers keep running");
-        engine.containers.shutdown();
-        drop(pidfile);
-        Ok::<Arc<Engine>, EngineError>(engine)
-    });
-    rt.shutdown_timeout(Duration::from_secs(2));
-    res.map(|_| ())
+    };
+    engine.reaper.spawn();
+    for s in &sockets {
+        tracing::info!(
+            "berth daemon {} serving API {}.{} on unix://{}",
+            crate::VERSION,
+            crate::API_VERSION.0,
+            crate::API_VERSION.1,
+            s.path().display()
+        );
+    }
+    if let Some(r) = ready {
+        let _ = r.send(Ok(engine.clone()));
+    }
+    let res = server::serve(engine.clone(), sockets, shutdown).await;
+    tracing::info!("shutting down; containers keep running");
+    engine.containers.shutdown();
+    drop(pidfile);
+    res
+}
+
+/// A daemon running on its own thread and runtime (for tests and embedding). Dropping it
+/// stops serving (containers keep running) and removes the socket and pidfile.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), EngineError>>>,
+}
+
+impl Daemon {
+    /// Start serving `config`; returns once the sockets listen.
+    pub fn start(config: Config) -> Result<Daemon, EngineError> {
+        config.validate()?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("berth-daemon-main".into())
+            .spawn(move || {
+                let rt = runtime()?;
+                let res = rt.block_on(serve_until(config, Some(ready_tx), async move {
+                    let _ = stop_rx.await;
+                }));
+                rt.shutdown_timeout(Duration::from_secs(2));
+                res
+            })
+            .map_err(|e| EngineError::io("spawn daemon thread", e))?;
+        match ready_rx.recv() {
+            Ok(Ok(engine)) => Ok(Daemon {
+                engine,
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => match thread.join() {
+                Ok(Err(e)) => Err(e),
+                _ => Err(EngineError::internal(
+                    "daemon thread exited during start-up",
+                )),
+            },
+        }
+    }
+
+    /// Stop serving and wait for the daemon thread.
+    pub fn stop(mut self) -> Result<(), EngineError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<(), EngineError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(EngineError::internal("daemon thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

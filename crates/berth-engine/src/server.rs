@@ -152,14 +152,22 @@ pub fn bind_all(engine: &Engine) -> Result<Vec<UnixSocket>, EngineError> {
     Ok(out)
 }
 
-/// Serve `sockets` until `shutdown` resolves. Connections in flight are dropped when the
-/// runtime stops (containers are unaffected: their shims hold their state).
+/// Serve the engine's API on `sockets` until `shutdown` resolves. Connections in flight are
+/// dropped when the runtime stops (containers are unaffected: their shims hold their state).
 pub async fn serve(
     engine: Arc<Engine>,
     sockets: Vec<UnixSocket>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EngineError> {
-    let router = crate::api::router(engine);
+    serve_router(crate::api::router(engine), sockets, shutdown).await
+}
+
+/// Serve any router through [`dispatch`] (version prefixes, common headers, upgrades).
+pub async fn serve_router(
+    router: Router,
+    sockets: Vec<UnixSocket>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), EngineError> {
     let mut tasks = tokio::task::JoinSet::new();
     for s in sockets {
         let router = router.clone();

@@ -404,6 +404,16 @@ impl VolumeStore {
         Ok(())
     }
 
+    /// Containers that mounted the volume through [`VolumeStore::mount`] and have not
+    /// unmounted it.
+    pub fn mounted_by(&self, name: &str) -> Vec<String> {
+        let mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
+        mounts
+            .get(name)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Filter volumes (`name` substring, `label`, `label!`, `driver`, `dangling`). `in_use` tells
     /// whether a container uses a volume.
     pub fn filter(

@@ -317,6 +317,21 @@ async fn auth() -> EngineError {
     )
 }
 
+/// Errors reading an uploaded archive (truncated, not a tar) are the client's, not ours.
+fn upload_error(e: berth_image::ImageError) -> EngineError {
+    if let berth_image::ImageError::Io { source, context } = &e {
+        if context.starts_with("read")
+            || matches!(
+                source.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            )
+        {
+            return EngineError::invalid(e.to_string());
+        }
+    }
+    e.into()
+}
+
 /// A sync reader over a request body (for blocking consumers); build it on an async thread.
 fn body_reader(req: Request) -> impl Read + Send + 'static {
     let s = req
@@ -331,7 +346,7 @@ async fn load(State(e): State<AppState>, q: Query, req: Request) -> Result<Respo
     let _ = quiet; // berth prints no progress bars either way
     let reader = body_reader(req);
     let imgs = e.images.clone();
-    let results = blocking(move || Ok(imgs.load(reader)?)).await?;
+    let results = blocking(move || imgs.load(reader).map_err(upload_error)).await?;
     let mut lines = Vec::new();
     for r in &results {
         for (name, old) in &r.renamed {
@@ -467,7 +482,11 @@ async fn create(
         }
         let reader = body_reader(req);
         let imgs = e.images.clone();
-        let r = blocking(move || Ok(imgs.import(reader, reference.as_deref(), &opts)?)).await?;
+        let r = blocking(move || {
+            imgs.import(reader, reference.as_deref(), &opts)
+                .map_err(upload_error)
+        })
+        .await?;
         e.events.publish(
             Event::new("image", "import", &r.id.to_string())
                 .attr("name", r.names.first().cloned().unwrap_or_default()),

@@ -264,7 +264,7 @@ async fn df(State(e): State<AppState>) -> Result<Json<serde_json::Value>, Engine
         let vols = e2.volumes.list()?;
         let mut vj = Vec::new();
         for v in vols {
-            let users = e2.containers.volume_users(&v.name).len();
+            let users = super::volumes::volume_users(&e2, &v.name).len();
             let size = e2.volumes.usage(&v);
             let mut j = serde_json::to_value(&v).unwrap_or_default();
             j["UsageData"] = json!({ "Size": size, "RefCount": users });

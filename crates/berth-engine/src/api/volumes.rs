@@ -11,6 +11,17 @@ use super::{blocking, ApiVersion, AppState, OptJsonBody, Query};
 use crate::volumes::CreateVolume;
 use crate::{ContainerQueries, EngineError};
 
+/// Containers using a volume: what the containers module says plus live mounts.
+pub fn volume_users(e: &crate::Engine, name: &str) -> Vec<String> {
+    let mut u = e.containers.volume_users(name);
+    for m in e.volumes.mounted_by(name) {
+        if !u.contains(&m) {
+            u.push(m);
+        }
+    }
+    u
+}
+
 /// Volume routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -22,11 +33,7 @@ pub fn routes() -> Router<AppState> {
 
 async fn list(State(e): State<AppState>, q: Query) -> Result<Response, EngineError> {
     let f = q.filters()?;
-    let vols = blocking(move || {
-        let c = &e.containers;
-        e.volumes.filter(&f, &|n| !c.volume_users(n).is_empty())
-    })
-    .await?;
+    let vols = blocking(move || e.volumes.filter(&f, &|n| !volume_users(&e, n).is_empty())).await?;
     Ok(Json(json!({ "Volumes": vols, "Warnings": null })).into_response())
 }
 
@@ -53,7 +60,7 @@ async fn remove(
 ) -> Result<Response, EngineError> {
     let force = q.bool("force")?;
     blocking(move || {
-        let users = e.containers.volume_users(&name);
+        let users = volume_users(&e, &name);
         e.volumes.remove(&name, force, &users)
     })
     .await?;
@@ -67,9 +74,8 @@ async fn prune(
 ) -> Result<Response, EngineError> {
     let f = q.filters()?;
     let r = blocking(move || {
-        let c = &e.containers;
         e.volumes
-            .prune(&f, !v.at_least(42), &|n| !c.volume_users(n).is_empty())
+            .prune(&f, !v.at_least(42), &|n| !volume_users(&e, n).is_empty())
     })
     .await?;
     Ok(Json(json!({ "VolumesDeleted": r.deleted, "SpaceReclaimed": r.reclaimed })).into_response())
