@@ -5,10 +5,13 @@
 //!   ARGs before the first FROM, and [`Stage`]s of typed [`Instruction`]s with line ranges.
 //!   Errors are [`ParseError`]s that display as `Dockerfile:7: ENV requires at least one argument`.
 //! - Words stay as written; the builder substitutes variables per instruction with
-//!   [`Step::expand`] (or [`expand`] / [`expand_words`] on single words), resolves ARGs with
-//!   [`Dockerfile::global_args`] and [`resolve_arg`], and types RUN mounts with
-//!   [`Run::mount_specs`].
-//! - [`DockerIgnore`] implements Docker's `.dockerignore` semantics and walks a context.
+//!   [`Step::expand`] (or [`expand`] / [`expand_words`] / [`expand_heredoc`] on single words),
+//!   resolves ARGs with [`Dockerfile::global_args`] (ARGs before the first FROM, for FROM lines)
+//!   and [`resolve_arg`] (ARGs inside a stage), types RUN mounts with [`Run::mount_specs`] and
+//!   folds RUN heredocs into the command with [`Run::script`].
+//! - [`DockerIgnore`] implements Docker's `.dockerignore` semantics ([`DockerIgnore::load`],
+//!   [`DockerIgnore::is_excluded`], [`DockerIgnore::walk`]) and, through
+//!   [`DockerIgnore::from_patterns`], COPY/ADD `--exclude`.
 //!
 //! Hostile input never panics; sizes are bounded by [`MAX_LINE`], [`MAX_HEREDOC`], [`MAX_FILE`]
 //! and substitution nesting by [`MAX_NESTING`]. The parser is fuzzed (`fuzz/` at the repository
