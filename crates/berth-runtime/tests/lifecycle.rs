@@ -455,3 +455,123 @@ fn terminal_without_console_socket_is_refused() {
     let e = rt.create(&f.id("nosock"), &opts(&f)).unwrap_err();
     assert!(e.to_string().contains("console socket"), "{e}");
 }
+
+#[test]
+fn namespaces_are_joined_by_path_and_time_offsets_apply() {
+    let mut f = Fixture::new();
+    f.write_spec(&f.spec(&["sleep", "60"]));
+    let rt = Runtime::new(f.root());
+    let first = f.id("first");
+    let st = rt.create(&first, &opts(&f)).unwrap();
+    f.pids.push(st.pid);
+    rt.start(&first).unwrap();
+    let mut spec = f.sh(
+        "exec > /tmp/out; readlink /proc/self/ns/net; readlink /proc/self/ns/uts; hostname; \
+         cut -d. -f1 /proc/uptime",
+    );
+    for ns in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+        if ns["type"] == "network" || ns["type"] == "uts" {
+            let kind = if ns["type"] == "network" {
+                "net"
+            } else {
+                "uts"
+            };
+            ns["path"] = json!(format!("/proc/{}/ns/{kind}", st.pid));
+        }
+    }
+    spec.as_object_mut().unwrap().remove("hostname");
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "time"}));
+    spec["linux"]["timeOffsets"] = json!({"boottime": {"secs": 86400 * 365, "nanosecs": 0}});
+    let (code, out) = run_once(&mut f, "second", &spec);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let net = std::fs::read_link(format!("/proc/{}/ns/net", st.pid)).unwrap();
+    let uts = std::fs::read_link(format!("/proc/{}/ns/uts", st.pid)).unwrap();
+    assert_eq!(lines[0], net.to_string_lossy());
+    assert_eq!(lines[1], uts.to_string_lossy());
+    assert_eq!(lines[2], "runc", "hostname of the joined uts namespace");
+    let uptime: u64 = lines[3].parse().unwrap();
+    assert!(
+        uptime >= 86400 * 365,
+        "boottime offset not applied: {uptime}"
+    );
+    rt.delete(&first, true).unwrap();
+    wait_child(st.pid);
+}
+
+#[test]
+fn oom_score_adj_is_set() {
+    let mut f = Fixture::new();
+    let mut spec = f.sh("cat /proc/self/oom_score_adj > /tmp/out");
+    spec["process"]["oomScoreAdj"] = json!(500);
+    let (code, out) = run_once(&mut f, "oom", &spec);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "500");
+}
+
+/// CVE-2024-21626: a cwd reaching a host directory through an inherited fd is refused.
+#[test]
+fn cwd_outside_the_root_is_refused() {
+    let f = Fixture::new();
+    // a host directory fd without O_CLOEXEC, as a buggy runtime might leak it
+    let host_dir = rustix::fs::open(
+        f.dir(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    use std::os::fd::AsRawFd;
+    let mut spec = f.spec(&["true"]);
+    spec["process"]["cwd"] = json!(format!("/proc/self/fd/{}", host_dir.as_raw_fd()));
+    f.write_spec(&spec);
+    let rt = Runtime::new(f.root());
+    let e = rt.create(&f.id("cwd"), &opts(&f)).unwrap_err();
+    assert!(
+        e.to_string().contains("outside the container's root"),
+        "{e}"
+    );
+    drop(host_dir);
+}
+
+/// CVE-2019-5736: the setup process (the berth binary) waiting in a created container cannot
+/// be opened through /proc/<pid>/exe from inside the container.
+#[test]
+fn runtime_binary_is_not_reachable_from_the_container() {
+    let mut f = Fixture::new();
+    let rt = Runtime::new(f.root());
+    let id = f.id("exe");
+    let st = rt.create(&id, &opts(&f)).unwrap();
+    f.pids.push(st.pid);
+    let mut p = rt.spec(&id).unwrap().process().clone().unwrap();
+    p.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "exec > /tmp/out 2>&1; (echo x >> /proc/1/exe) && echo WRITABLE; \
+         (cat /proc/1/exe > /dev/null) && echo READABLE; readlink /proc/1/exe || echo NOLINK"
+            .into(),
+    ]));
+    let pid = rt
+        .exec(
+            &id,
+            &ExecOptions {
+                process: p,
+                console_socket: None,
+                pid_file: None,
+                preserve_fds: 0,
+            },
+        )
+        .unwrap();
+    f.pids.push(pid);
+    assert_eq!(wait_child(pid), 0);
+    let out = f.read_out("/tmp/out");
+    assert!(
+        !out.contains("WRITABLE") && !out.contains("READABLE"),
+        "{out}"
+    );
+    assert!(out.contains("NOLINK"), "{out}");
+    rt.delete(&id, false).unwrap();
+    wait_child(st.pid);
+}
