@@ -182,11 +182,15 @@ fn errno_text(err: &io::Error) -> String {
 /// `root.path` and relative bind sources. On return the process's root is the container's
 /// rootfs and its cwd is `/`.
 ///
-/// Steps: make `/` recursively `linux.rootfsPropagation` (default `rslave`, as runc: host
-/// mounts still propagate in, nothing propagates out); bind the rootfs onto itself; perform the
-/// mounts (a default tmpfs /dev, devpts /dev/pts and tmpfs /dev/shm first when the spec has no
-/// /dev mount); create the devices and /dev symlinks unless /dev is a bind mount; bind the
-/// console; `pivot_root(".", ".")` + detach the old root (or move + chroot with `no_pivot`).
+/// Steps:
+/// 1. make `/` recursively `linux.rootfsPropagation` (default `rslave`, as runc: host mounts
+///    still propagate in, nothing propagates out; always recursive; `unbindable` is applied to
+///    the rootfs tree just before the switch);
+/// 2. bind the rootfs onto itself;
+/// 3. perform the mounts (a default tmpfs /dev, devpts /dev/pts and tmpfs /dev/shm first when
+///    the spec has no /dev mount);
+/// 4. create the devices and /dev symlinks unless /dev is a bind mount; bind the console;
+/// 5. `pivot_root(".", ".")` and detach the old root (or move + chroot with `no_pivot`).
 pub fn prepare_rootfs(spec: &Spec, bundle: &Path, opts: &RootfsOptions) -> Result<(), RootfsError> {
     let plan = plan::plan_mounts(spec)?;
     let devices = plan::plan_devices(spec)?;
@@ -208,10 +212,15 @@ pub fn prepare_rootfs(spec: &Spec, bundle: &Path, opts: &RootfsOptions) -> Resul
             )
         })?,
     };
+    // An unbindable tree could not be bound: start private, make the rootfs unbindable last.
+    let initial = match propagation.0 {
+        Propagation::Unbindable => Propagation::Private,
+        p => p,
+    };
     mount_change(
         "/",
-        propagation.0,
-        "make / ".to_string() + propagation_name(propagation.0),
+        initial,
+        "make / ".to_string() + propagation_name(initial),
     )?;
     if propagation.0 == Propagation::Shared {
         // pivot_root refuses a shared parent, and the rootfs bind must not propagate to the
@@ -253,6 +262,13 @@ pub fn prepare_rootfs(spec: &Spec, bundle: &Path, opts: &RootfsOptions) -> Resul
 
     rustix::process::fchdir(&root)
         .map_err(|e| RootfsError::os(format!("chdir to rootfs {rootfs_str}"), e))?;
+    if propagation.0 == Propagation::Unbindable {
+        rustix::mount::mount_change(
+            ".",
+            MountPropagationFlags::UNBINDABLE | MountPropagationFlags::REC,
+        )
+        .map_err(|e| RootfsError::os("make the rootfs runbindable", e))?;
+    }
     if opts.no_pivot {
         rustix::mount::mount_move(".", "/")
             .map_err(|e| RootfsError::os(format!("move rootfs {rootfs_str} to /"), e))?;

@@ -153,6 +153,13 @@ fn zz_child_entry() {
         "userns" => child_userns(&spec, &bundle),
         "shared" => child_shared(&spec, &bundle),
         "badnull" => child_badnull(&spec, &bundle),
+        "unbindable" => {
+            prepare_rootfs(&spec, &bundle, &RootfsOptions::default()).expect("prepare_rootfs");
+            for mp in ["/", "/proc", "/dev"] {
+                let line = raw_mountinfo_line(mp);
+                assert!(line.contains(" unbindable "), "{line}");
+            }
+        }
         "cgroup2" => child_cgroup2(&spec, &bundle, false),
         "cgroup2ns" => child_cgroup2(&spec, &bundle, true),
         other => panic!("unknown scenario {other}"),
@@ -708,6 +715,16 @@ fn masking_refuses_a_dev_null_that_is_not_the_null_device() {
         line,
         "open /dev/null: /dev/null in the container is not the null device"
     );
+}
+
+#[test]
+fn unbindable_rootfs_propagation() {
+    let b = Bundle::new();
+    let mut spec = base_spec();
+    spec["linux"]["rootfsPropagation"] = json!("runbindable");
+    b.write_spec(&spec);
+    let (ok, out) = b.run("unbindable", &["-m"]);
+    expect_ok(ok, &out);
 }
 
 #[test]
