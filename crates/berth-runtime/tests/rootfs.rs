@@ -769,6 +769,26 @@ fn kernel_refusal_names_the_mount_and_option() {
 }
 
 #[test]
+fn proc_refused_in_a_user_namespace_without_its_pid_namespace() {
+    let b = Bundle::new();
+    let mut spec = base_spec();
+    // the spec does not say "user": the devpts gid=5 the user namespace refuses is dropped
+    spec["mounts"] = json!([
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["newinstance", "gid=5"]},
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+    ]);
+    b.write_spec(&spec);
+    let (ok, out) = b.run("error", &["-U", "-r", "-m"]);
+    expect_ok(ok, &out);
+    let line = out
+        .lines()
+        .find_map(|l| l.split_once("ERROR: ").map(|x| x.1))
+        .unwrap_or_else(|| panic!("no error line:\n{out}"));
+    assert_eq!(line, "mount proc on /proc: operation not permitted");
+    assert!(out.contains("KIND: PermissionDenied"), "{out}");
+}
+
+#[test]
 fn bad_specs_fail_before_mounting() {
     let mut spec: serde_json::Value = base_spec();
     spec["mounts"] = json!([{"destination": "/x", "type": "bind", "options": ["rbind"]}]);

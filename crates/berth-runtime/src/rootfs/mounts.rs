@@ -135,11 +135,10 @@ fn fs(
         opts.attrs.set
     };
     let mnt = match new_fs(fstype, m.source.as_deref(), &opts.data, attrs) {
-        // a user namespace without group 5 mapped refuses devpts' gid=5: drop it, as
+        // a user namespace without that group mapped refuses devpts' gid=: drop it, as
         // rootless runtimes do
         Err((_, e))
             if fstype == "devpts"
-                && ctx.userns
                 && e.raw_os_error() == Some(libc::EINVAL)
                 && opts.data.iter().any(|d| d.starts_with("gid=")) =>
         {
@@ -172,11 +171,13 @@ fn fs(
     apply_propagation(ctx, m, op)
 }
 
+/// "mount tmpfs on /x: option size=lots (tmpfs: Bad value for 'size'): invalid argument", or
+/// just "mount proc on /proc: operation not permitted" when no option is to blame.
 fn fs_err(op: &str, step: &str, e: io::Error) -> RootfsError {
-    if step == "create" || step == "fsopen" || step == "fsmount" {
-        RootfsError::os(op, e)
-    } else {
+    if step.starts_with("option ") || step.starts_with("source=") {
         RootfsError::os(format!("{op}: {step}"), e)
+    } else {
+        RootfsError::os(op, e)
     }
 }
 
