@@ -21,6 +21,23 @@ struct Bundle {
     dir: tempfile::TempDir,
 }
 
+/// Leak check: everything was mounted in the child's namespace, so the host must not see a
+/// single mount under the bundle.
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        let leaked: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.split(' ').nth(4).is_some_and(|mp| mp.starts_with(&dir)))
+            .map(str::to_string)
+            .collect();
+        if !std::thread::panicking() {
+            assert!(leaked.is_empty(), "mounts leaked to the host: {leaked:#?}");
+        }
+    }
+}
+
 impl Bundle {
     fn new() -> Bundle {
         let dir = tempfile::Builder::new()
