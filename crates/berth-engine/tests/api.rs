@@ -388,6 +388,12 @@ async fn images_over_the_api() {
         .await;
     assert_eq!(
         r.json()[0]["RepoTags"],
+        json!(["localhost:5000/x/y:2"]),
+        "only matching names"
+    );
+    let r = c.get("/images/json").await;
+    assert_eq!(
+        r.json()[0]["RepoTags"],
         json!(["berthtest/bb:1", "localhost:5000/x/y:2"])
     );
     let r = c

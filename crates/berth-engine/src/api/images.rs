@@ -260,11 +260,27 @@ pub fn filter_images(
                 .ok_or_else(|| EngineError::invalid(format!("invalid filter 'until={u}'")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&str> = f.values("reference").collect();
     Ok(images
         .into_iter()
-        .filter(|s| {
+        .map(|mut s| {
+            let was_dangling = s.repo_tags.is_empty();
+            // as Docker: with a reference filter, show only the matching names
+            if !refs.is_empty() {
+                s.repo_tags.retain(|t| {
+                    refs.iter()
+                        .any(|p| reference_matches(p, std::slice::from_ref(t)))
+                });
+                s.repo_digests.retain(|d| {
+                    let name = d.split('@').next().unwrap_or(d);
+                    refs.iter().any(|p| glob_match(p, name) || glob_match(p, d))
+                });
+            }
+            (s, was_dangling)
+        })
+        .filter(|(s, was_dangling)| {
             if let Some(d) = dangling {
-                if d != s.repo_tags.is_empty() {
+                if d != *was_dangling {
                     return false;
                 }
             }
@@ -282,6 +298,7 @@ pub fn filter_images(
                 && since.iter().all(|b| s.created > *b)
                 && until.iter().all(|u| s.created <= *u)
         })
+        .map(|(s, _)| s)
         .collect())
 }
 
