@@ -42,9 +42,6 @@ impl Drop for PidFile {
 /// Run the daemon until SIGTERM or SIGINT. Containers keep running afterwards.
 pub fn run(config: Config) -> Result<(), EngineError> {
     config.validate()?;
-    // PID 1 here does not reap: adopt our orphans and reap them ourselves.
-    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
-        .map_err(|e| EngineError::io("set child subreaper", e.into()))?;
     let rt = runtime()?;
     let res = rt.block_on(serve_until(config, None, shutdown_signal()));
     rt.shutdown_timeout(Duration::from_secs(2));
@@ -69,6 +66,10 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), EngineError> {
     let started = async {
+        // PID 1 here does not reap: adopt our orphans (shims whose parent exited) and reap
+        // them ourselves (see crate::reaper).
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+            .map_err(|e| EngineError::io("set child subreaper", e.into()))?;
         let pidfile = config.pidfile.as_deref().map(PidFile::create).transpose()?;
         let engine = Engine::open(config)?;
         let sockets = server::bind_all(&engine)?;
