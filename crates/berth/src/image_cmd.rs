@@ -228,6 +228,10 @@ fn run_with(args: Vec<String>, out: &mut dyn Write, out_is_tty: bool) -> anyhow:
                     s.load_oci_dir(std::path::Path::new(&p["oci:".len()..]))?
                 }
                 Some(p) => {
+                    let p = p
+                        .strip_prefix("oci-archive:")
+                        .or_else(|| p.strip_prefix("docker-archive:"))
+                        .unwrap_or(p);
                     let f = std::fs::File::open(p).with_context(|| format!("open {p}"))?;
                     s.load(f)?
                 }
