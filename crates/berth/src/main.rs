@@ -5,6 +5,7 @@ mod daemon_cmd;
 mod image_cmd;
 mod registry_cmd;
 mod runtime_cmd;
+mod shim_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,9 @@ enum Command {
     Image(image_cmd::ImageArgs),
     /// OCI Distribution registry.
     Registry(registry_cmd::RegistryArgs),
+    /// Per-container monitor (internal; spawned by the daemon).
+    #[command(hide = true)]
+    Shim(shim_cmd::ShimArgs),
 }
 
 fn main() {
@@ -48,6 +52,7 @@ fn main() {
             Command::Daemon(a) => daemon_cmd::run(a),
             Command::Image(a) => image_cmd::run(a),
             Command::Registry(a) => registry_cmd::run(a),
+            Command::Shim(a) => shim_cmd::run(a),
         };
         match res {
             Ok(code) => code,
