@@ -72,7 +72,7 @@ pub async fn serve_until(
             .map_err(|e| EngineError::io("set child subreaper", e.into()))?;
         let pidfile = config.pidfile.as_deref().map(PidFile::create).transpose()?;
         let engine = Engine::open(config)?;
-        let sockets = server::bind_all(&engine)?;
+        let sockets = server::bind_all(&engine).await?;
         Ok::<_, EngineError>((pidfile, engine, sockets))
     }
     .await;
@@ -88,11 +88,10 @@ pub async fn serve_until(
     engine.reaper.spawn();
     for s in &sockets {
         tracing::info!(
-            "berth daemon {} serving API {}.{} on unix://{}",
+            "berth daemon {} serving API {}.{} on {s:?}",
             crate::VERSION,
             crate::API_VERSION.0,
             crate::API_VERSION.1,
-            s.path().display()
         );
     }
     if let Some(r) = ready {

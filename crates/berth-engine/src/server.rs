@@ -16,12 +16,13 @@ use axum::http::{HeaderValue, Request, Response, StatusCode, Uri};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::api::version::split_version;
 use crate::api::ApiVersion;
-use crate::config::{parse_host, Listen};
+use crate::config::{parse_host, Listen, TlsConfig};
 use crate::{Engine, EngineError, API_VERSION, VERSION};
 
 /// The `Server` header value.
@@ -136,66 +137,182 @@ impl UnixSocket {
     }
 }
 
-/// Bind every configured host (unix sockets; tcp+TLS is not implemented yet and refused).
-pub fn bind_all(engine: &Engine) -> Result<Vec<UnixSocket>, EngineError> {
+/// A bound listener: a unix socket, or TCP with mutual TLS.
+pub enum Listener {
+    /// `unix://`.
+    Unix(UnixSocket),
+    /// `tcp://` (client certificates required).
+    Tls {
+        /// The TCP listener.
+        listener: TcpListener,
+        /// The TLS acceptor (verifies client certificates against the CA).
+        acceptor: TlsAcceptor,
+    },
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listener::Unix(u) => write!(f, "unix://{}", u.path.display()),
+            Listener::Tls { listener, .. } => match listener.local_addr() {
+                Ok(a) => write!(f, "tcp://{a} (tls)"),
+                Err(_) => f.write_str("tcp (tls)"),
+            },
+        }
+    }
+}
+
+impl From<UnixSocket> for Listener {
+    fn from(u: UnixSocket) -> Self {
+        Listener::Unix(u)
+    }
+}
+
+/// Build the TLS acceptor for `--tlsverify --tlscacert --tlscert --tlskey`.
+pub fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, EngineError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let need = |p: &Option<PathBuf>, flag: &str| {
+        p.clone()
+            .ok_or_else(|| EngineError::invalid(format!("tcp listener needs {flag}")))
+    };
+    if !tls.verify {
+        return Err(EngineError::invalid("tcp listener needs --tlsverify"));
+    }
+    let ca = need(&tls.ca_cert, "--tlscacert")?;
+    let cert = need(&tls.cert, "--tlscert")?;
+    let key = need(&tls.key, "--tlskey")?;
+    let bad = |what: &str, p: &Path, e: String| {
+        EngineError::invalid(format!("load {what} {}: {e}", p.display()))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .map_err(|e| bad("certificate", &cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad("certificate", &cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("certificate", &cert, "no certificate found".into()));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_file(&key).map_err(|e| bad("key", &key, e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&ca).map_err(|e| bad("CA", &ca, e.to_string()))? {
+        let c = c.map_err(|e| bad("CA", &ca, e.to_string()))?;
+        roots.add(c).map_err(|e| bad("CA", &ca, e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("CA", &ca, "no certificate found".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| bad("CA", &ca, e.to_string()))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| EngineError::internal(format!("tls setup: {e}")))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key_der)
+        .map_err(|e| bad("certificate/key pair", &cert, e.to_string()))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Bind every configured host: unix sockets, and tcp with mutual TLS.
+pub async fn bind_all(engine: &Engine) -> Result<Vec<Listener>, EngineError> {
     let mut out = Vec::new();
     for h in &engine.config.hosts {
         match parse_host(h)? {
-            Listen::Unix(p) => out.push(UnixSocket::bind(&p)?),
+            Listen::Unix(p) => out.push(Listener::Unix(UnixSocket::bind(&p)?)),
             Listen::Tcp(a) => {
-                return Err(EngineError::unsupported(format!(
-                    "listen on tcp://{a}: TLS listeners are not implemented yet; use a unix socket"
-                )))
+                let acceptor = tls_acceptor(&engine.config.tls)?;
+                let listener = TcpListener::bind(&a)
+                    .await
+                    .map_err(|e| EngineError::io(format!("listen on tcp://{a}"), e))?;
+                out.push(Listener::Tls { listener, acceptor });
             }
         }
     }
     Ok(out)
 }
 
-/// Serve the engine's API on `sockets` until `shutdown` resolves. Connections in flight are
+/// Serve the engine's API on `listeners` until `shutdown` resolves. Connections in flight are
 /// dropped when the runtime stops (containers are unaffected: their shims hold their state).
 pub async fn serve(
     engine: Arc<Engine>,
-    sockets: Vec<UnixSocket>,
+    listeners: Vec<Listener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EngineError> {
-    serve_router(crate::api::router(engine), sockets, shutdown).await
+    serve_router(crate::api::router(engine), listeners, shutdown).await
+}
+
+fn serve_conn<S>(router: Router, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let router = router.clone();
+            async move { Ok::<_, Infallible>(dispatch(router, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
+        if let Err(e) = conn.await {
+            tracing::debug!("connection: {e}");
+        }
+    });
 }
 
 /// Serve any router through [`dispatch`] (version prefixes, common headers, upgrades).
-pub async fn serve_router(
+pub async fn serve_router<L: Into<Listener>>(
     router: Router,
-    sockets: Vec<UnixSocket>,
+    listeners: Vec<L>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EngineError> {
     let mut tasks = tokio::task::JoinSet::new();
-    for s in sockets {
+    for l in listeners {
         let router = router.clone();
+        let l: Listener = l.into();
         tasks.spawn(async move {
-            let sock = s;
-            loop {
-                let (stream, _) = match sock.listener.accept().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!("accept on {}: {e}", sock.path.display());
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
+            match l {
+                Listener::Unix(sock) => loop {
+                    match sock.listener.accept().await {
+                        Ok((stream, _)) => serve_conn(router.clone(), stream),
+                        Err(e) => {
+                            tracing::warn!("accept on {}: {e}", sock.path.display());
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
                     }
-                };
-                let router = router.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let router = router.clone();
-                        async move { Ok::<_, Infallible>(dispatch(router, req).await) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades();
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection: {e}");
+                },
+                Listener::Tls { listener, acceptor } => loop {
+                    match listener.accept().await {
+                        Ok((stream, peer)) => {
+                            let acceptor = acceptor.clone();
+                            let router = router.clone();
+                            tokio::spawn(async move {
+                                match tokio::time::timeout(
+                                    std::time::Duration::from_secs(10),
+                                    acceptor.accept(stream),
+                                )
+                                .await
+                                {
+                                    Ok(Ok(tls)) => serve_conn(router, tls),
+                                    Ok(Err(e)) => tracing::info!("tls handshake with {peer}: {e}"),
+                                    Err(_) => {
+                                        tracing::info!("tls handshake with {peer}: timed out")
+                                    }
+                                }
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!("accept on tcp: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
                     }
-                });
+                },
             }
         });
     }
