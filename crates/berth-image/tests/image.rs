@@ -1123,3 +1123,164 @@ fn legacy_archive_with_symlinked_layer_and_moved_tag() {
         [("berthtest/legacy:a".to_string(), Digest::sha256_of(&cfg_b))]
     );
 }
+
+/// A private dockerd on temp dirs; stopped (SIGTERM, waited) and cleaned up on drop.
+struct Dockerd {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    fn start() -> Option<Dockerd> {
+        let have = |b: &str| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !have("dockerd") || !have("docker") {
+            eprintln!("dockerd or docker is not installed: skipping");
+            return None;
+        }
+        let dir = tmp();
+        let p = dir.path();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(p.join("data"))
+            .arg("--exec-root")
+            .arg(p.join("exec"))
+            .arg("--pidfile")
+            .arg(p.join("d.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", p.join("d.sock").display()))
+            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(p.join("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Dockerd { child, dir };
+        for _ in 0..120 {
+            if d.docker(&["version"]).status.success() {
+                return Some(d);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        panic!(
+            "dockerd did not come up: {}",
+            std::fs::read_to_string(d.dir.path().join("log")).unwrap_or_default()
+        );
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(format!(
+                "unix://{}",
+                self.dir.path().join("d.sock").display()
+            ))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // dockerd leaves its data root's mounts (overlay, netns) behind on some kernels
+        let root = self.dir.path().display().to_string();
+        if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let mut mps: Vec<&str> = m
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|mp| mp.starts_with(&root))
+                .collect();
+            mps.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for mp in mps {
+                let _ = Command::new("umount").args(["-l", mp]).status();
+            }
+        }
+    }
+}
+
+#[test]
+fn docker_loads_what_berth_saves() {
+    let Some(d) = Dockerd::start() else { return };
+    let host = Platform::host();
+    let b = build(
+        &[
+            (
+                layer(&[("etc/", b"", 0o755), ("etc/hello", b"from berth\n", 0o644)]),
+                true,
+            ),
+            (
+                layer(&[("srv/", b"", 0o755), ("srv/x", b"x", 0o600)]),
+                false,
+            ),
+        ],
+        &host,
+        "/bin/sh",
+    );
+    let root = tmp();
+    let svc = ImageService::open(root.path()).unwrap();
+    svc.load(&archive_of(&b, "berthtest/todocker:v1")[..])
+        .unwrap();
+    let out = root.path().join("save.tar");
+    let mut f = std::fs::File::create(&out).unwrap();
+    svc.save(&["berthtest/todocker:v1".into()], &mut f).unwrap();
+    drop(f);
+    let o = d.docker(&["load", "-i", out.to_str().unwrap()]);
+    assert!(
+        o.status.success(),
+        "docker load: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("berthtest/todocker:v1"));
+    let o = d.docker(&[
+        "image",
+        "inspect",
+        "berthtest/todocker:v1",
+        "--format",
+        "{{.Id}} {{json .Config.Cmd}} {{len .RootFS.Layers}}",
+    ]);
+    assert!(
+        o.status.success(),
+        "docker inspect: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("{} [\"/bin/sh\"] 2", b.config_digest)
+    );
+    // and docker's own save of it loads back into berth with the same id
+    let back = root.path().join("docker-save.tar");
+    let o = d.docker(&[
+        "save",
+        "-o",
+        back.to_str().unwrap(),
+        "berthtest/todocker:v1",
+    ]);
+    assert!(
+        o.status.success(),
+        "docker save: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let root2 = tmp();
+    let s2 = ImageService::open(root2.path()).unwrap();
+    let res = s2.load(std::fs::File::open(&back).unwrap()).unwrap();
+    assert_eq!(res[0].id, b.config_digest);
+    assert_eq!(res[0].names, ["berthtest/todocker:v1"]);
+}
