@@ -251,18 +251,6 @@ impl Runtime {
         };
         drop(cchan);
         cleanup.pids.push(spid);
-        let cgroups_path = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.cgroups_path().as_ref())
-            .map(|p| p.to_string_lossy().into_owned());
-        let cg = Manager::new(cgroups_path.as_deref(), id)?;
-        cg.create()?;
-        cleanup.cgroup = Some(cg.clone());
-        if let Some(r) = cgroup_resources(&spec) {
-            cg.apply(&r)?;
-        }
-        cg.add_task(spid)?;
         let mut state = State {
             oci_version: OCI_VERSION.into(),
             id: id.into(),
@@ -276,6 +264,22 @@ impl Runtime {
         };
         pchan
             .send(&Msg::Go)
+            .map_err(|e| Error::io("sync: send", e))?;
+        // the child sets up its namespaces meanwhile
+        let cgroups_path = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.to_string_lossy().into_owned());
+        let cg = Manager::new(cgroups_path.as_deref(), id)?;
+        cleanup.cgroup = Some(cg.clone());
+        cg.create()?;
+        if let Some(r) = cgroup_resources(&spec) {
+            cg.apply(&r)?;
+        }
+        cg.add_task(spid)?;
+        pchan
+            .send(&Msg::CgroupDone)
             .map_err(|e| Error::io("sync: send", e))?;
         let mut init_pid = 0;
         loop {
@@ -674,11 +678,14 @@ impl Runtime {
             cgroup: None,
             armed: true,
         };
+        pchan
+            .send(&Msg::Go)
+            .map_err(|e| Error::io("sync: send", e))?;
         if let Some(cg) = cgroup_of(&p).filter(|c| c.exists()) {
             cg.add_task(spid)?;
         }
         pchan
-            .send(&Msg::Go)
+            .send(&Msg::CgroupDone)
             .map_err(|e| Error::io("sync: send", e))?;
         let mut pid = 0;
         loop {

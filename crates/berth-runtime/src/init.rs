@@ -129,8 +129,25 @@ fn report(chan: &Channel, e: &SetupError) {
 }
 
 fn expect(chan: &Channel, want: &Msg) -> SetupResult<Option<Msg>> {
+    expect_noting(chan, want, &mut false)
+}
+
+/// Like [`expect`], but a `CgroupDone` arriving first is recorded in `cgroup_done`.
+fn expect_noting(chan: &Channel, want: &Msg, cgroup_done: &mut bool) -> SetupResult<Option<Msg>> {
+    if *want == Msg::CgroupDone && *cgroup_done {
+        return Ok(Some(Msg::CgroupDone));
+    }
     match chan.recv() {
-        Ok(Some(m)) if std::mem::discriminant(&m) == std::mem::discriminant(want) => Ok(Some(m)),
+        Ok(Some(Msg::CgroupDone)) if *want != Msg::CgroupDone => {
+            *cgroup_done = true;
+            expect_noting(chan, want, cgroup_done)
+        }
+        Ok(Some(m)) if std::mem::discriminant(&m) == std::mem::discriminant(want) => {
+            if m == Msg::CgroupDone {
+                *cgroup_done = true;
+            }
+            Ok(Some(m))
+        }
         Ok(Some(m)) => Err(SetupError::new(
             format!("sync: expected {want:?}, got {m:?}"),
             ErrorKind::Internal,
@@ -170,18 +187,25 @@ fn stage(cfg: &ChildConfig<'_>, chan: &Channel) -> SetupResult<Option<()>> {
         }
     }
     drop(fds);
+    let mut cgroup_done = false;
     if cfg.new_user {
         berth_sys::ns::unshare_namespaces(libc::CLONE_NEWUSER)
             .map_err(|e| SetupError::io("unshare user namespace", e))?;
         chan.send(&Msg::MapsPlease)
             .map_err(|e| SetupError::io("sync: send", e))?;
-        expect(chan, &Msg::MapsDone)?;
+        expect_noting(chan, &Msg::MapsDone, &mut cgroup_done)?;
         become_ns_root()?;
     }
-    let rest = cfg.new_ns & !libc::CLONE_NEWUSER;
+    // Everything but the cgroup namespace, while the parent moves us into the cgroup.
+    let rest = cfg.new_ns & !libc::CLONE_NEWUSER & !libc::CLONE_NEWCGROUP;
     if rest != 0 {
         berth_sys::ns::unshare_namespaces(rest)
             .map_err(|e| SetupError::io("unshare namespaces", e))?;
+    }
+    expect_noting(chan, &Msg::CgroupDone, &mut cgroup_done)?;
+    if cfg.new_ns & libc::CLONE_NEWCGROUP != 0 {
+        berth_sys::ns::unshare_namespaces(libc::CLONE_NEWCGROUP)
+            .map_err(|e| SetupError::io("unshare cgroup namespace", e))?;
     }
     if rest & libc::CLONE_NEWTIME != 0 {
         write_time_offsets(cfg.spec)?;

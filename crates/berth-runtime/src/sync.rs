@@ -14,8 +14,12 @@ use serde::{Deserialize, Serialize};
 /// One message.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) enum Msg {
-    /// parent -> child: the child is in its cgroup, go on.
+    /// parent -> child: start (namespaces may be set up now).
     Go,
+    /// parent -> child: the child is in the container's cgroup (it may fork the init and
+    /// unshare the cgroup namespace). Sent while the child sets up its namespaces, so the slow
+    /// cgroup migration (an RCU grace period on cgroup v1) overlaps with that work.
+    CgroupDone,
     /// child -> parent: write uid_map/gid_map of this (the sender's) process.
     MapsPlease,
     /// parent -> child: mappings written.
