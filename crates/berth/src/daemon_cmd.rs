@@ -134,3 +134,99 @@ pub fn run(a: DaemonArgs) -> Result<i32> {
     berth_engine::daemon::run(config)?;
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: DaemonArgs,
+    }
+
+    fn cfg(file: &str, flags: &[&str]) -> Result<Config> {
+        let dir = tempfile::Builder::new()
+            .prefix("berthtest")
+            .tempdir()
+            .unwrap();
+        let p = dir.path().join("daemon.json");
+        std::fs::write(&p, file).unwrap();
+        let mut argv = vec!["x".to_string(), "--config".into(), p.display().to_string()];
+        argv.extend(flags.iter().map(|s| s.to_string()));
+        build_config(T::try_parse_from(argv).unwrap().a)
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let c = cfg(
+            r#"{"data-root":"/f/data","exec-root":"/f/exec","hosts":["unix:///f/s.sock"],"log-level":"debug","pidfile":"/f/pid"}"#,
+            &["--data-root", "/x/data", "-H", "unix:///x/s.sock"],
+        )
+        .unwrap();
+        assert_eq!(c.data_root, PathBuf::from("/x/data"));
+        assert_eq!(c.exec_root, PathBuf::from("/f/exec"));
+        assert_eq!(c.hosts, vec!["unix:///x/s.sock".to_string()]);
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(c.pidfile, Some(PathBuf::from("/f/pid")));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = cfg(r#"{"data-root":"/d","storage-driver":"overlay2"}"#, &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("storage-driver"), "{e:#}");
+    }
+
+    #[test]
+    fn runtimes() {
+        let c = cfg(
+            r#"{"runtimes":{"crun":{"path":"/usr/bin/crun"}}}"#,
+            &[
+                "--add-runtime",
+                "runc=/usr/sbin/runc",
+                "--default-runtime",
+                "runc",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.default_runtime, "runc");
+        assert_eq!(c.runtimes["runc"].path, PathBuf::from("/usr/sbin/runc"));
+        assert_eq!(c.runtimes["crun"].path, PathBuf::from("/usr/bin/crun"));
+        assert!(c.runtimes.contains_key("berth"));
+        assert!(cfg("{}", &["--add-runtime", "bad"]).is_err());
+        let e = cfg("{}", &["--default-runtime", "nope"]).unwrap_err();
+        assert!(format!("{e:#}").contains("nope"));
+    }
+
+    #[test]
+    fn tcp_needs_tls_flags() {
+        let e = cfg("{}", &["-H", "tcp://127.0.0.1:2376"]).unwrap_err();
+        assert!(format!("{e:#}").contains("--tlsverify"), "{e:#}");
+        let c = cfg(
+            "{}",
+            &[
+                "-H",
+                "tcp://127.0.0.1:2376",
+                "--tlsverify",
+                "--tlscacert",
+                "/ca",
+                "--tlscert",
+                "/c",
+                "--tlskey",
+                "/k",
+            ],
+        )
+        .unwrap();
+        assert!(c.tls.verify);
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg("{}", &[]).unwrap();
+        assert_eq!(c.data_root, PathBuf::from("/var/lib/berth"));
+        assert_eq!(c.exec_root, PathBuf::from("/run/berth"));
+        assert_eq!(c.hosts, vec!["unix:///run/berth/berth.sock".to_string()]);
+        assert_eq!(c.default_runtime, "berth");
+    }
+}
