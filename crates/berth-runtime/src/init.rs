@@ -303,9 +303,9 @@ fn init(cfg: &ChildConfig<'_>, chan: &Channel) -> SetupResult<Never> {
             console: None,
             in_user_ns: cfg.in_user_ns,
         };
-        crate::rootfs_compat::prepare_or_minimal(cfg.spec, cfg.bundle, &opts)?;
+        crate::rootfs_compat::prepare(cfg.spec, cfg.bundle, &opts)?;
         if p.terminal().unwrap_or(false) {
-            let c = crate::rootfs_compat::console_or_minimal()?;
+            let c = crate::rootfs_compat::console()?;
             console = Some(c);
         }
         let has_uts = cfg.new_ns & libc::CLONE_NEWUTS != 0;

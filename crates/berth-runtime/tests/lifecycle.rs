@@ -575,3 +575,98 @@ fn runtime_binary_is_not_reachable_from_the_container() {
     rt.delete(&id, false).unwrap();
     wait_child(st.pid);
 }
+
+#[test]
+fn hooks_run_at_each_phase_with_the_state() {
+    let mut f = Fixture::new();
+    let d = f.dir().display().to_string();
+    let hook =
+        |file: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {file}")]});
+    let mut spec = f.spec(&["true"]);
+    spec["hooks"] = json!({
+        "prestart": [hook(&format!("{d}/prestart.json"))],
+        "createRuntime": [hook(&format!("{d}/createRuntime.json"))],
+        "createContainer": [hook(&format!("{d}/createContainer.json"))],
+        "startContainer": [hook("/tmp/startContainer.json")],
+        "poststart": [hook(&format!("{d}/poststart.json"))],
+        "poststop": [hook(&format!("{d}/poststop.json"))],
+    });
+    f.write_spec(&spec);
+    let rt = Runtime::new(f.root());
+    let id = f.id("hooks");
+    let st = rt.create(&id, &opts(&f)).unwrap();
+    f.pids.push(st.pid);
+    let read = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
+    };
+    for phase in ["prestart", "createRuntime", "createContainer"] {
+        let v = read(f.dir().join(format!("{phase}.json")));
+        assert_eq!(v["id"], json!(id), "{phase}");
+        assert_eq!(v["pid"], json!(st.pid), "{phase}");
+        assert_eq!(v["status"], "creating", "{phase}");
+    }
+    assert!(!f.dir().join("poststart.json").exists());
+    rt.start(&id).unwrap();
+    assert_eq!(wait_child(st.pid), 0);
+    assert_eq!(read(f.dir().join("poststart.json"))["status"], "running");
+    assert_eq!(
+        read(f.rootfs().join("tmp/startContainer.json"))["id"],
+        json!(id)
+    );
+    rt.delete(&id, false).unwrap();
+    let v = read(f.dir().join("poststop.json"));
+    assert_eq!(v["status"], "stopped");
+}
+
+#[test]
+fn exec_with_a_terminal_sends_the_pty() {
+    let mut f = Fixture::new();
+    f.write_spec(&f.spec(&["sleep", "60"]));
+    let rt = Runtime::new(f.root());
+    let id = f.id("exectty");
+    let st = rt.create(&id, &opts(&f)).unwrap();
+    f.pids.push(st.pid);
+    rt.start(&id).unwrap();
+    let sock_path = f.dir().join("exec-console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    let mut p = rt.spec(&id).unwrap().process().clone().unwrap();
+    p.set_terminal(Some(true));
+    p.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "tty; echo exec-tty-ok".into(),
+    ]));
+    let pid = rt
+        .exec(
+            &id,
+            &ExecOptions {
+                process: p,
+                console_socket: Some(sock_path),
+                pid_file: None,
+                preserve_fds: 0,
+            },
+        )
+        .unwrap();
+    f.pids.push(pid);
+    let (conn, _) = listener.accept().unwrap();
+    let master = berth_runtime::console::recv_fd(conn.as_fd()).unwrap();
+    let mut file = std::fs::File::from(master);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    use std::io::Read;
+    while !String::from_utf8_lossy(&out).contains("exec-tty-ok") {
+        match file.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("exec-tty-ok"), "{text}");
+    assert_eq!(wait_child(pid), 0);
+    rt.delete(&id, true).unwrap();
+    wait_child(st.pid);
+}
