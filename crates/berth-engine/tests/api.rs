@@ -870,3 +870,51 @@ fn tcp_without_tls_is_refused() {
     assert_eq!(e.http_status(), 400);
     assert!(e.to_string().contains("--tlsverify"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmi_conflicts_with_a_container_hold() {
+    let d = TestDaemon::start();
+    let c = d.client();
+    let id = d.import_busybox("berthtest/held:1");
+    let holder = berth_metadata::Holder {
+        kind: "container".into(),
+        id: "c0ffee00".into(),
+    };
+    let digest: berth_core::Digest = id.parse().unwrap();
+    d.engine()
+        .images
+        .db()
+        .add_hold(&holder, &berth_metadata::Resource::Image(digest.clone()))
+        .unwrap();
+    let r = c
+        .req("DELETE", "/images/berthtest/held:1", Bytes::new())
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    let msg = r.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.starts_with("conflict: unable to remove repository reference"),
+        "{msg}"
+    );
+    assert!(msg.contains("c0ffee00"), "{msg}");
+    let r = c
+        .req("DELETE", &format!("/images/{id}"), Bytes::new())
+        .await;
+    assert_eq!(r.status, 409);
+    // the list shows the holder count
+    assert_eq!(c.get("/images/json").await.json()[0]["Containers"], 1);
+    // prune never removes a held image
+    let r = c
+        .req(
+            "POST",
+            &format!("/images/prune?filters={}", enc(r#"{"dangling":["false"]}"#)),
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.json()["ImagesDeleted"], serde_json::Value::Null);
+    // force untags and deletes the record; the held content stays for the container
+    let r = c
+        .req("DELETE", "/images/berthtest/held:1?force=1", Bytes::new())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    d.engine().images.db().release_holder(&holder).unwrap();
+}

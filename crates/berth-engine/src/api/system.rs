@@ -22,6 +22,12 @@ pub fn routes() -> Router<AppState> {
         .route("/info", get(info))
         .route("/system/df", get(df))
         .route("/events", get(events))
+        .route("/build/prune", axum::routing::post(build_prune))
+}
+
+/// `docker builder prune` / `system prune`: berth has no build cache yet, so nothing to free.
+async fn build_prune() -> Json<serde_json::Value> {
+    Json(json!({ "CachesDeleted": null, "SpaceReclaimed": 0 }))
 }
 
 fn ping_headers(resp: &mut Response) {
