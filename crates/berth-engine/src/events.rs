@@ -205,14 +205,16 @@ pub fn parse_time_nanos(s: &str, now_nanos: i64) -> Option<i64> {
             while f.len() < 9 {
                 f.push('0');
             }
-            return Some(sec * 1_000_000_000 + f.parse::<i64>().ok()?);
+            return sec
+                .checked_mul(1_000_000_000)?
+                .checked_add(f.parse::<i64>().ok()?);
         }
     }
     if let Ok(sec) = s.parse::<i64>() {
         return Some(sec.saturating_mul(1_000_000_000));
     }
     if let Some(d) = parse_go_duration(s) {
-        return Some(now_nanos - d);
+        return Some(now_nanos.saturating_sub(d));
     }
     berth_image::timefmt::parse_rfc3339(s).map(|x| x.saturating_mul(1_000_000_000))
 }

@@ -349,9 +349,10 @@ async fn events(State(e): State<AppState>, q: Query) -> Result<Response, EngineE
                 return;
             }
         }
-        let deadline = until.map(|u| {
+        // an `until` too far ahead to represent means "no deadline"
+        let deadline = until.and_then(|u| {
             let wait = u.saturating_sub(now_nanos()).max(0) as u64;
-            tokio::time::Instant::now() + Duration::from_nanos(wait)
+            tokio::time::Instant::now().checked_add(Duration::from_nanos(wait))
         });
         if let Some(d) = deadline {
             if d <= tokio::time::Instant::now() {
