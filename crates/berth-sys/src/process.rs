@@ -182,6 +182,18 @@ impl SignalSet {
         Ok(())
     }
 
+    /// A `signalfd` delivering these (blocked) signals, close-on-exec and non-blocking; read it
+    /// with [`read_signalfd`].
+    pub fn signalfd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        // SAFETY: `self.set` is valid; -1 asks for a new fd, which we own from here on.
+        let fd = unsafe { libc::signalfd(-1, &self.set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by signalfd and is owned by nobody else.
+        Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+    }
+
     /// Wait for one of the (blocked) signals; returns its number. Retries on EINTR.
     pub fn wait(&self) -> io::Result<i32> {
         loop {
@@ -194,6 +206,32 @@ impl SignalSet {
             if e.raw_os_error() != Some(libc::EINTR) {
                 return Err(e);
             }
+        }
+    }
+}
+
+/// Read one pending signal number from a [`SignalSet::signalfd`]; `None` when none is pending.
+pub fn read_signalfd(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<i32>> {
+    let mut buf = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+    loop {
+        // SAFETY: `buf` is a writable buffer of exactly the size passed.
+        let n = unsafe {
+            libc::read(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n == buf.len() as isize {
+            // ssi_signo is the first field (u32, native endian)
+            return Ok(Some(u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as i32));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => return Ok(None),
+            _ if n >= 0 => return Err(io::Error::other("short read on signalfd")),
+            _ => return Err(e),
         }
     }
 }

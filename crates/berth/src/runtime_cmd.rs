@@ -495,11 +495,25 @@ fn run_container(rt: &Runtime, c: &CreateFlags, detach: bool, keep: bool) -> any
     sigs.block().context("block signals")?;
     // Orphans of a container without its own pid namespace come back to us.
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
-    let st = rt.create(&c.id, &create_opts(c))?;
-    let result = rt
-        .start(&c.id)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| supervise(st.pid, &sigs));
+    let mut opts = create_opts(c);
+    let console = if c.console_socket.is_none() && spec_wants_terminal(&c.bundle) {
+        let l = ConsoleListener::new(&c.id)?;
+        opts.console_socket = Some(l.path.clone());
+        Some(l)
+    } else {
+        None
+    };
+    let st = rt.create(&c.id, &opts)?;
+    let result = match console {
+        Some(l) => l.receive().and_then(|master| {
+            rt.start(&c.id)?;
+            proxy_tty(master, st.pid, &sigs)
+        }),
+        None => rt
+            .start(&c.id)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| supervise(st.pid, &sigs)),
+    };
     if !keep {
         let _ = rt.delete(&c.id, true);
     }
@@ -606,8 +620,203 @@ fn exec(rt: &Runtime, e: &ExecFlags) -> anyhow::Result<i32> {
     }
     let sigs = berth_sys::process::SignalSet::forwardable();
     sigs.block().context("block signals")?;
+    if e.tty && e.console_socket.is_none() {
+        let l = ConsoleListener::new(&e.id)?;
+        let mut opts = opts;
+        opts.console_socket = Some(l.path.clone());
+        let pid = rt.exec(&e.id, &opts)?;
+        let master = l.receive()?;
+        return proxy_tty(master, pid, &sigs);
+    }
     let pid = rt.exec(&e.id, &opts)?;
     supervise(pid, &sigs)
+}
+
+fn spec_wants_terminal(bundle: &std::path::Path) -> bool {
+    berth_runtime::spec::load(bundle)
+        .ok()
+        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false)
+}
+
+/// A console socket of our own, for a foreground `run`/`exec` with a terminal and no
+/// `--console-socket`: the container connects during create (the connection waits in the
+/// backlog), we accept it afterwards and receive the pty master.
+struct ConsoleListener {
+    path: PathBuf,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl ConsoleListener {
+    fn new(id: &str) -> anyhow::Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!("berth-console-{}-{id}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .with_context(|| format!("bind console socket {}", path.display()))?;
+        Ok(ConsoleListener { path, listener })
+    }
+
+    fn receive(&self) -> anyhow::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        let (conn, _) = self
+            .listener
+            .accept()
+            .context("accept console connection")?;
+        Ok(berth_runtime::console::recv_fd(conn.as_fd()).context("receive pty master")?)
+    }
+}
+
+impl Drop for ConsoleListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Restores the terminal's mode on drop.
+struct RawMode {
+    saved: Option<rustix::termios::Termios>,
+}
+
+impl RawMode {
+    fn enable() -> Self {
+        let stdin = std::io::stdin();
+        let Ok(saved) = rustix::termios::tcgetattr(&stdin) else {
+            return RawMode { saved: None };
+        };
+        let mut raw = saved.clone();
+        raw.make_raw();
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw);
+        RawMode { saved: Some(saved) }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                t,
+            );
+        }
+    }
+}
+
+fn copy_winsize(master: &std::os::fd::OwnedFd) {
+    if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdin()) {
+        let _ = rustix::termios::tcsetwinsize(master, ws);
+    }
+}
+
+/// Copy our stdin to the pty master and the master to our stdout until `pid` (a child) exits;
+/// forward signals to it and follow window size changes. Returns its exit code.
+fn proxy_tty(
+    master: std::os::fd::OwnedFd,
+    pid: i32,
+    sigs: &berth_sys::process::SignalSet,
+) -> anyhow::Result<i32> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    use std::os::fd::AsFd;
+    let sigfd = sigs.signalfd().context("signalfd")?;
+    let stdin = std::io::stdin();
+    let _raw = if rustix::termios::isatty(&stdin) {
+        copy_winsize(&master);
+        Some(RawMode::enable())
+    } else {
+        None
+    };
+    let mut stdout = std::io::stdout();
+    let mut stdin_open = true;
+    let mut master_open = true;
+    let mut status = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let (sig_ready, master_ready, stdin_ready) = {
+            let mut fds = vec![
+                PollFd::new(&sigfd, PollFlags::IN),
+                PollFd::new(&master, PollFlags::IN),
+            ];
+            if stdin_open {
+                fds.push(PollFd::new(&stdin, PollFlags::IN));
+            }
+            if !master_open {
+                fds[1].clear_revents();
+                fds[1] = PollFd::new(&sigfd, PollFlags::IN);
+            }
+            match poll(&mut fds, None) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e).context("poll"),
+            }
+            let r = |i: usize| fds.get(i).is_some_and(|f| !f.revents().is_empty());
+            (r(0), master_open && r(1), stdin_open && r(2))
+        };
+        if sig_ready {
+            while let Some(sig) = berth_sys::process::read_signalfd(sigfd.as_fd())? {
+                match sig {
+                    libc::SIGCHLD => loop {
+                        match rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
+                            Ok(Some((p, st))) => {
+                                if p.as_raw_nonzero().get() == pid {
+                                    status = Some(berth_runtime::exit_code(st));
+                                }
+                            }
+                            Ok(None) | Err(_) => break,
+                        }
+                    },
+                    libc::SIGWINCH => copy_winsize(&master),
+                    s => {
+                        let _ = berth_sys::process::kill(pid, s);
+                    }
+                }
+            }
+        }
+        if master_ready {
+            match rustix::io::read(&master, &mut buf) {
+                Ok(0) | Err(rustix::io::Errno::IO) => master_open = false,
+                Ok(n) => {
+                    stdout.write_all(&buf[..n])?;
+                    stdout.flush()?;
+                }
+                Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
+                Err(e) => return Err(e).context("read pty"),
+            }
+        }
+        if stdin_ready {
+            match rustix::io::read(&stdin, &mut buf) {
+                Ok(0) => stdin_open = false,
+                Ok(n) => {
+                    let mut off = 0;
+                    while off < n {
+                        match rustix::io::write(&master, &buf[off..n]) {
+                            Ok(w) => off += w,
+                            Err(rustix::io::Errno::INTR) => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
+                Err(_) => stdin_open = false,
+            }
+        }
+        if let Some(code) = status {
+            if !master_open {
+                return Ok(code);
+            }
+            // drain what the process wrote before exiting, then stop
+            let _ = rustix::io::ioctl_fionbio(&master, true);
+            loop {
+                match rustix::io::read(&master, &mut buf) {
+                    Ok(n) if n > 0 => {
+                        stdout.write_all(&buf[..n])?;
+                    }
+                    _ => break,
+                }
+            }
+            stdout.flush()?;
+            return Ok(code);
+        }
+    }
 }
 
 fn ps(rt: &Runtime, id: &str, format: &str, ps_args: &[String]) -> anyhow::Result<i32> {

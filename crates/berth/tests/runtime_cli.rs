@@ -391,3 +391,58 @@ fn cli_features_spec_and_argv0() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]");
 }
+
+#[test]
+fn cli_preserve_fds_and_listen_fds_reach_the_container() {
+    subreaper();
+    let f = Fixture::new();
+    std::fs::write(f.dir().join("three"), "fd-three").unwrap();
+    std::fs::write(f.dir().join("four"), "fd-four").unwrap();
+    f.write_spec(&f.sh("cat /proc/self/fd/3; echo; cat /proc/self/fd/4; echo; echo $LISTEN_FDS $LISTEN_PID; ls /proc/self/fd | wc -l"));
+    // the shell opens fds 3 and 4 without close-on-exec, as systemd or a caller would
+    let script = format!(
+        "exec 3<{d}/three 4<{d}/four; LISTEN_FDS=1 LISTEN_PID=$$ exec {BERTH} runtime --root {r} run --preserve-fds 1 -b {b} {id}",
+        d = f.dir().display(),
+        r = f.root().display(),
+        b = f.bundle().display(),
+        id = f.id("fds"),
+    );
+    let o = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "fd-three");
+    assert_eq!(lines[1], "fd-four");
+    assert_eq!(lines[2], "1 1");
+    // 0 1 2 3 4 and ls's own directory fd: nothing else leaked
+    assert_eq!(lines[3].trim(), "6", "{out}");
+}
+
+#[test]
+fn cli_run_with_terminal_proxies_the_pty() {
+    subreaper();
+    let f = Fixture::new();
+    let mut spec = f.sh("tty; read x; echo got:$x; exit 6");
+    spec["process"]["terminal"] = json!(true);
+    f.write_spec(&spec);
+    let mut child = Command::new(BERTH)
+        .arg("runtime")
+        .arg("--root")
+        .arg(f.root())
+        .args(["run", "-b", f.bundle().to_str().unwrap(), &f.id("tty")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("/dev/pts/0\r\n"), "{out:?}");
+    assert!(out.contains("got:hello\r\n"), "{out:?}");
+    assert_eq!(o.status.code(), Some(6));
+}
