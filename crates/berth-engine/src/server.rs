@@ -37,6 +37,8 @@ where
     B::Error: Into<axum::BoxError>,
 {
     let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let started = std::time::Instant::now();
     let mut resp = match split_version(&path) {
         Err(e) => axum::response::IntoResponse::into_response(e),
         Ok(v) => {
@@ -66,6 +68,11 @@ where
         }
     };
     resp = finish(resp);
+    tracing::debug!(
+        "{method} {path} -> {} in {:?}",
+        resp.status().as_u16(),
+        started.elapsed()
+    );
     resp
 }
 

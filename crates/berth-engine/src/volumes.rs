@@ -357,7 +357,9 @@ impl VolumeStore {
     }
 
     /// Prepare a volume for container `container`: mount the driver options on `_data` at first
-    /// use. Returns the host directory to bind into the container.
+    /// use. Returns the host directory to bind into the container. Idempotent per container;
+    /// after a daemon restart, call it again for the volumes of running containers (the user
+    /// set lives in memory; a driver mount still in place is reused, not mounted twice).
     pub fn mount(&self, name: &str, container: &str) -> Result<PathBuf, EngineError> {
         let v = self.get(name)?;
         let spec = parse_local_opts(&v.options)?;
