@@ -670,3 +670,105 @@ fn exec_with_a_terminal_sends_the_pty() {
     rt.delete(&id, true).unwrap();
     wait_child(st.pid);
 }
+
+#[test]
+fn failing_prestart_hook_fails_create_and_cleans_up() {
+    let f = Fixture::new();
+    let mut spec = f.spec(&["true"]);
+    spec["hooks"] =
+        json!({"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 3"]}]});
+    f.write_spec(&spec);
+    let rt = Runtime::new(f.root());
+    let e = rt.create(&f.id("badhook"), &opts(&f)).unwrap_err();
+    assert!(e.to_string().contains("prestart"), "{e}");
+    assert!(rt.list().unwrap().is_empty());
+    assert!(f.leftover_cgroups().is_empty());
+}
+
+#[test]
+fn no_pivot_runs_in_the_rootfs() {
+    let mut f = Fixture::new();
+    f.write_spec(&f.sh("ls / > /tmp/out; cat /proc/self/cgroup >> /tmp/out"));
+    let rt = Runtime::new(f.root());
+    let id = f.id("nopivot");
+    let st = rt
+        .create(
+            &id,
+            &CreateOptions {
+                no_pivot: true,
+                ..opts(&f)
+            },
+        )
+        .unwrap();
+    f.pids.push(st.pid);
+    rt.start(&id).unwrap();
+    assert_eq!(wait_child(st.pid), 0);
+    let out = f.read_out("/tmp/out");
+    assert!(
+        out.lines().any(|l| l == "bin") && !out.contains("work\n"),
+        "{out}"
+    );
+    rt.delete(&id, false).unwrap();
+}
+
+#[test]
+fn kill_all_reaches_every_process_and_exec_joins_a_user_namespace() {
+    let mut f = Fixture::new();
+    let mut spec = f.sh("sleep 100 & sleep 100 & exec sleep 100");
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    std::process::Command::new("chown")
+        .args(["-R", "200000:200000"])
+        .arg(f.rootfs())
+        .status()
+        .unwrap();
+    f.write_spec(&spec);
+    let rt = Runtime::new(f.root());
+    let id = f.id("killall");
+    let st = rt.create(&id, &opts(&f)).unwrap();
+    f.pids.push(st.pid);
+    rt.start(&id).unwrap();
+    let mut p = rt.spec(&id).unwrap().process().clone().unwrap();
+    p.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "cat /proc/self/uid_map > /tmp/exec-uidmap".into(),
+    ]));
+    let pid = rt
+        .exec(
+            &id,
+            &ExecOptions {
+                process: p,
+                console_socket: None,
+                pid_file: None,
+                preserve_fds: 0,
+            },
+        )
+        .unwrap();
+    f.pids.push(pid);
+    assert_eq!(wait_child(pid), 0);
+    let map: Vec<String> = f
+        .read_out("/tmp/exec-uidmap")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(map, ["0", "200000", "65536"]);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let pids = rt.pids(&id).unwrap();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    f.pids.extend(pids.iter().copied());
+    rt.kill(&id, libc::SIGKILL, true).unwrap();
+    assert_eq!(wait_child(st.pid), 128 + libc::SIGKILL);
+    for _ in 0..100 {
+        if rt.pids(&id).unwrap().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(rt.pids(&id).unwrap().is_empty());
+    rt.delete(&id, false).unwrap();
+}
