@@ -173,6 +173,45 @@ fn apply_speed_200mb() {
         }
     }
 
+    // Peer: GNU tar extracting the same plain layer (no hashing), interleaved with berth.
+    if ok
+        && std::process::Command::new("tar")
+            .arg("--version")
+            .output()
+            .is_ok()
+    {
+        let src = tmpfs.0.path().join("layer.tar");
+        std::fs::write(&src, &plain).unwrap();
+        let disk = std::env::temp_dir();
+        for (tname, base) in [("disk", disk.as_path()), ("tmpfs", tmpfs.0.path())] {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for _ in 0..7 {
+                ours.push(apply_once(base, &plain, false));
+                let dir = tempfile::Builder::new()
+                    .prefix("berthtest-bench-")
+                    .tempdir_in(base)
+                    .unwrap();
+                let t = Instant::now();
+                let st = std::process::Command::new("tar")
+                    .args(["--same-owner", "-xpf"])
+                    .arg(&src)
+                    .arg("-C")
+                    .arg(dir.path())
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+                theirs.push(t.elapsed().as_secs_f64());
+            }
+            let (o, t) = (median(ours), median(theirs));
+            println!(
+                "{tname:>5} plain tar: berth {:.0} MB/s (with sha256), GNU tar -x {:.0} MB/s, ratio {:.2}",
+                plain.len() as f64 / 1e6 / o,
+                plain.len() as f64 / 1e6 / t,
+                t / o
+            );
+        }
+    }
+
     let dir = tempfile::Builder::new()
         .prefix("berthtest-bench-")
         .tempdir()
