@@ -152,7 +152,10 @@ fn rich_layer() -> Vec<E> {
         E::file(format!("{long_dir}/{}", "f".repeat(150)), "long name"),
         E::symlink("longlink", format!("{long_dir}/{}", "f".repeat(150))),
         E::file("big-uid", "x").owner(3_000_000, 3_000_001),
-        E::file("pax-time", "t").pax("mtime", "1700000000.25"),
+        E::file("pax-time", "t")
+            .pax("mtime", "1700000000.25")
+            .pax("atime", "1600000123.5"),
+        E::symlink("old-link", "etc/passwd").mtime(1_234_567_890),
         E::dir("gnu/"),
         E::file(format!("gnu/{}", "g".repeat(200)), "gnu long name").gnu_long(),
         E::file("v7dir/", "").mode(0o750),
@@ -221,6 +224,17 @@ fn applies_every_entry_kind() {
     assert_eq!((big.uid(), big.gid()), (3_000_000, 3_000_001));
     let t = fs::metadata(root.join("pax-time")).unwrap();
     assert_eq!((t.mtime(), t.mtime_nsec()), (1_700_000_000, 250_000_000));
+    assert_eq!((t.atime(), t.atime_nsec()), (1_600_000_123, 500_000_000));
+    let l = fs::symlink_metadata(root.join("old-link")).unwrap();
+    assert_eq!(
+        l.mtime(),
+        1_234_567_890,
+        "symlink times set without following it"
+    );
+    assert_eq!(
+        fs::metadata(root.join("etc/passwd")).unwrap().mtime(),
+        1_600_000_000
+    );
     assert_eq!(
         fs::metadata(root.join("bin/busybox")).unwrap().mtime(),
         1_600_000_000
