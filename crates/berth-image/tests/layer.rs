@@ -825,3 +825,65 @@ fn id_mapped_apply_then_diff_restores_archive_owners() {
         ]
     );
 }
+
+/// Interop with GNU tar both ways: our diff output extracted by `tar -x`, and a `tar -c`
+/// archive (PAX, xattrs) applied by us, give the same tree.
+#[test]
+fn gnu_tar_interop_both_ways() {
+    if std::process::Command::new("tar")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: GNU tar is not installed");
+        return;
+    }
+    let host = Host::new();
+    let a = host.root();
+    apply_layer(&a, &tar(&rich_layer())[..], &ApplyOptions::default()).unwrap();
+    let want = manifest(&a);
+    let xattr_flags = [
+        "--xattrs",
+        "--xattrs-include=*",
+        "--same-owner",
+        "--numeric-owner",
+    ];
+
+    let mut ours = Vec::new();
+    diff(&[], &a, &mut ours, &DiffOptions::default()).unwrap();
+    let ours_path = host.dir.path().join("ours.tar");
+    fs::write(&ours_path, &ours).unwrap();
+    let b = host.dir.path().join("b");
+    fs::create_dir(&b).unwrap();
+    let st = std::process::Command::new("tar")
+        .args(xattr_flags)
+        .arg("-xpf")
+        .arg(&ours_path)
+        .arg("-C")
+        .arg(&b)
+        .status()
+        .unwrap();
+    assert!(st.success(), "GNU tar could not extract our layer");
+    assert_eq!(
+        manifest(&b),
+        want,
+        "GNU tar's extraction of our diff differs"
+    );
+
+    let theirs_path = host.dir.path().join("theirs.tar");
+    let st = std::process::Command::new("tar")
+        .args(xattr_flags)
+        .args(["--format=pax", "-cpf"])
+        .arg(&theirs_path)
+        .arg("-C")
+        .arg(&a)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "GNU tar could not archive the tree");
+    let c = host.dir.path().join("c");
+    fs::create_dir(&c).unwrap();
+    let theirs = fs::read(&theirs_path).unwrap();
+    apply_layer(&c, &theirs[..], &ApplyOptions::default()).unwrap();
+    assert_eq!(manifest(&c), want, "our apply of GNU tar's archive differs");
+}
