@@ -38,6 +38,8 @@ pub(crate) fn looks_like_layer(head: &[u8]) -> bool {
 
 struct ChannelReader {
     rx: Receiver<Vec<u8>>,
+    /// Spent buffers go back to the feeder for reuse.
+    back: SyncSender<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
 }
@@ -47,7 +49,8 @@ impl Read for ChannelReader {
         while self.pos == self.cur.len() {
             match self.rx.recv() {
                 Ok(v) => {
-                    self.cur = v;
+                    let spent = std::mem::replace(&mut self.cur, v);
+                    let _ = self.back.try_send(spent);
                     self.pos = 0;
                 }
                 Err(_) => return Ok(0), // sender gone: end of stream
@@ -63,6 +66,7 @@ impl Read for ChannelReader {
 /// One speculative apply in progress.
 pub(crate) struct Job {
     tx: Option<SyncSender<Vec<u8>>>,
+    pool: Receiver<Vec<u8>>,
     handle: JoinHandle<Option<ApplyReport>>,
     dir: PathBuf,
 }
@@ -71,7 +75,10 @@ impl Job {
     /// Hand the worker the next bytes of the blob; a worker that gave up is ignored.
     pub(crate) fn feed(&mut self, data: &[u8]) {
         if let Some(tx) = &self.tx {
-            if tx.send(data.to_vec()).is_err() {
+            let mut buf = self.pool.try_recv().unwrap_or_default();
+            buf.clear();
+            buf.extend_from_slice(data);
+            if tx.send(buf).is_err() {
                 self.tx = None;
             }
         }
@@ -148,12 +155,14 @@ impl Stager {
         self.next += 1;
         std::fs::DirBuilder::new().mode(0o755).create(&dir).ok()?;
         let (tx, rx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
+        let (back, pool) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH + 2);
         let root = dir.clone();
         let handle = std::thread::Builder::new()
             .name("berth-stage".into())
             .spawn(move || {
                 let mut r = ChannelReader {
                     rx,
+                    back,
                     cur: Vec::new(),
                     pos: 0,
                 };
@@ -166,6 +175,7 @@ impl Stager {
             .ok()?;
         Some(Job {
             tx: Some(tx),
+            pool,
             handle,
             dir,
         })
