@@ -398,6 +398,22 @@ fn whiteouts_overlay_mode_mount_and_diff_back() {
 }
 
 #[test]
+fn opaque_remove_mode_keeps_implicit_parents_of_this_layer() {
+    let host = Host::new();
+    let root = host.root();
+    let rm = ApplyOptions::with_whiteout(WhiteoutMode::Remove);
+    apply_layer(&root, &base_layer()[..], &rm).unwrap();
+    let layer = tar(&[
+        E::file("o/new/deep/file", "n"),
+        E::file("o/.wh..wh..opq", ""),
+    ]);
+    apply_layer(&root, &layer[..], &rm).unwrap();
+    let mut seen: Vec<String> = manifest(&root.join("o")).into_keys().collect();
+    seen.sort();
+    assert_eq!(seen, ["new", "new/deep", "new/deep/file"]);
+}
+
+#[test]
 fn whiteouts_remove_mode() {
     let host = Host::new();
     let root = host.root();

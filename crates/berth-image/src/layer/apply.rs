@@ -739,9 +739,18 @@ impl Applier<'_> {
         Ok(false)
     }
 
+    /// Remember (Remove mode) that this layer wrote `path`, and so also its ancestors, which
+    /// an opaque marker later in the layer must keep.
     fn mark_created(&mut self, path: &RelPath) {
-        if self.opts.whiteout == WhiteoutMode::Remove {
-            self.created.insert(path.clone());
+        if self.opts.whiteout != WhiteoutMode::Remove {
+            return;
+        }
+        let mut p = Some(path.clone());
+        while let Some(cur) = p {
+            if cur.is_root() || !self.created.insert(cur.clone()) {
+                break;
+            }
+            p = cur.parent();
         }
     }
 
@@ -1022,7 +1031,6 @@ impl Applier<'_> {
                 };
                 fsx::remove_all_at(dfd.as_fd(), name)
                     .map_err(|e| LayerError::fs("remove whited-out", shown, e))?;
-                self.created.remove(&path);
             }
             WhiteoutMode::Literal => {}
             WhiteoutMode::Overlay => {
@@ -1073,7 +1081,7 @@ impl Applier<'_> {
                     .map_err(|e| LayerError::fs("list", dir.display(), e))?;
                 for n in names {
                     let child = dir.join(&n);
-                    if self.created.iter().any(|c| c.starts_with(&child)) {
+                    if self.created.contains(&child) {
                         continue;
                     }
                     fsx::remove_all_at(fd.as_fd(), OsStr::from_bytes(&n))
