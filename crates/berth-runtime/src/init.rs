@@ -348,6 +348,7 @@ fn init(cfg: &ChildConfig<'_>, chan: &Channel) -> SetupResult<Never> {
     }
     if p.apparmor_profile().is_some() || p.selinux_label().is_some() {
         // No LSM support: labels are accepted and ignored (features reports them as disabled).
+        tracing::debug!("apparmor profile / selinux label ignored: no LSM support in berth");
     }
     // Seccomp filter compiled now, so errors surface at create.
     let filter = match cfg.spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
