@@ -82,9 +82,11 @@ fn process_settings_are_visible_inside() {
     let mut f = Fixture::new();
     let mut spec = f.sh(
         "exec > /tmp/out 2>&1; echo pid=$$; hostname; id; ulimit -n; umask; pwd; echo X=$X; \
-         grep -E '^(CapEff|CapBnd|CapPrm|CapAmb|NoNewPrivs)' /proc/self/status",
+         grep -E '^(CapEff|CapBnd|CapPrm|CapAmb|NoNewPrivs)' /proc/self/status; \
+         cat /proc/sys/kernel/domainname",
     );
     spec["hostname"] = json!("berthhost");
+    spec["domainname"] = json!("berth.example");
     spec["process"]["user"] =
         json!({"uid": 1000, "gid": 1001, "additionalGids": [5, 6], "umask": 18});
     spec["process"]["cwd"] = json!("/tmp");
@@ -115,6 +117,7 @@ fn process_settings_are_visible_inside() {
     assert!(out.contains("CapBnd:\t0000000020000420"), "{out}");
     assert!(out.contains("CapAmb:\t0000000020000420"), "{out}");
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert_eq!(lines.last(), Some(&"berth.example"));
 }
 
 #[test]
