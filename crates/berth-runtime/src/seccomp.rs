@@ -114,7 +114,9 @@ impl CompiledFilter {
     pub fn load(&self) -> Result<(), SeccompError> {
         if self.listener.is_some() {
             return Err(SeccompError::Unsupported(
-                "SCMP_ACT_NOTIFY needs the notify fd sent to the listener: use load_notify".into(),
+                "SCMP_ACT_NOTIFY is not supported here: the notify fd must reach listenerPath \
+                 (CompiledFilter::load_notify, then send_notify_fd)"
+                    .into(),
             ));
         }
         sys::set_mode_filter(&self.program, self.flags)

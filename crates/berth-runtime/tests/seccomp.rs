@@ -14,6 +14,8 @@ use berth_runtime::seccomp::{
 };
 use serde_json::json;
 
+mod common;
+
 const CHILD_ENV: &str = "BERTH_SECCOMP_CHILD";
 
 /// True inside the re-executed child.
@@ -624,4 +626,120 @@ fn features_list_what_is_known_and_what_the_kernel_supports() {
         status.contains("Seccomp:\t0"),
         "probing installed a filter: {status}"
     );
+}
+
+/// Run `script` in a real container with `seccomp` as `linux.seccomp`; (exit code, /tmp/out).
+fn run_container(
+    f: &mut common::Fixture,
+    name: &str,
+    script: &str,
+    seccomp: serde_json::Value,
+    no_new_privs: bool,
+) -> (i32, String) {
+    let mut spec = f.sh(script);
+    spec["linux"]["seccomp"] = seccomp;
+    spec["process"]["noNewPrivileges"] = json!(no_new_privs);
+    f.write_spec(&spec);
+    let rt = berth_runtime::Runtime::new(f.root());
+    let id = f.id(name);
+    let opts = berth_runtime::CreateOptions {
+        bundle: f.bundle(),
+        ..Default::default()
+    };
+    let st = rt.create(&id, &opts).expect("create");
+    f.pids.push(st.pid);
+    rt.start(&id).expect("start");
+    let code = common::wait_child(st.pid);
+    let out = std::fs::read_to_string(f.rootfs().join("tmp/out")).unwrap_or_default();
+    rt.delete(&id, false).expect("delete");
+    (code, out)
+}
+
+#[test]
+fn container_with_docker_profile_cannot_unshare_or_mount() {
+    let mut f = common::Fixture::new();
+    // The capabilities of runc's default spec: no CAP_SYS_ADMIN.
+    let caps: Vec<String> = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let profile = serde_json::to_value(docker_default_profile(&caps)).unwrap();
+    for nnp in [true, false] {
+        let (code, out) = run_container(
+            &mut f,
+            &format!("docker{nnp}"),
+            "grep Seccomp: /proc/self/status > /tmp/out; \
+             unshare -u true 2>>/tmp/out; echo unshare=$? >> /tmp/out; \
+             mount -t tmpfs none /mnt 2>>/tmp/out; echo mount=$? >> /tmp/out; \
+             ls / > /dev/null; echo ls=$? >> /tmp/out",
+            profile.clone(),
+            nnp,
+        );
+        assert_eq!(code, 0, "noNewPrivileges={nnp}: {out}");
+        assert!(out.contains("Seccomp:\t2"), "filter mode inside: {out}");
+        assert!(out.contains("unshare=1"), "{out}");
+        assert!(
+            out.contains("mount=1") || out.contains("mount=255"),
+            "{out}"
+        );
+        assert!(out.contains("Operation not permitted"), "{out}");
+        assert!(out.contains("ls=0"), "{out}");
+    }
+}
+
+#[test]
+fn container_sees_custom_errno_and_notify_is_refused_clearly() {
+    let mut f = common::Fixture::new();
+    let (code, out) = run_container(
+        &mut f,
+        "errno",
+        "mkdir /tmp/x 2>/tmp/out; echo mkdir=$? >> /tmp/out",
+        json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": libc::ENOSPC}]
+        }),
+        true,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("No space left on device"), "{out}");
+    assert!(out.contains("mkdir=1"), "{out}");
+
+    // An invalid profile is refused at create, naming the field.
+    let mut spec = f.sh("true");
+    spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
+                      "args": [{"index": 9, "value": 1, "op": "SCMP_CMP_EQ"}]}]
+    });
+    f.write_spec(&spec);
+    let rt = berth_runtime::Runtime::new(f.root());
+    let opts = berth_runtime::CreateOptions {
+        bundle: f.bundle(),
+        ..Default::default()
+    };
+    let err = rt
+        .create(&f.id("badidx"), &opts)
+        .expect_err("bad arg index");
+    assert!(
+        err.to_string()
+            .contains("linux.seccomp.syscalls[0].args[0].index"),
+        "{err}"
+    );
+
+    // NOTIFY is refused with a clear reason until the runtime passes the fd to the agent.
+    spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": f.dir().join("agent.sock"),
+        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+    });
+    // Without noNewPrivileges the filter is loaded before the init drops privileges, during
+    // create, so the error reaches create's caller.
+    spec["process"]["noNewPrivileges"] = json!(false);
+    f.write_spec(&spec);
+    let err = rt
+        .create(&f.id("notify"), &opts)
+        .expect_err("notify")
+        .to_string();
+    assert!(err.contains("SCMP_ACT_NOTIFY is not supported"), "{err}");
 }
