@@ -7,7 +7,8 @@
 # Env: RUNS (measured rounds, >= 20 recommended), WARMUP (unmeasured rounds), MODE (steps: create,
 # start, wait, delete as separate commands; run: foreground `run`, which also deletes; both),
 # SKIP_BUILD=1 (use the existing target/release/berth), NO_INSTALL=1 (do not apt-get peers),
-# RUNTIMES="berth runc crun" (subset/order).
+# RUNTIMES="berth runc crun" (subset/order), SECCOMP=docker (give every runtime Docker's default
+# seccomp profile, as `docker run` would).
 # Runtimes are interleaved (A B C A B C ...). Needs root. Not a test: never run in CI.
 set -euo pipefail
 
@@ -66,6 +67,14 @@ elif [ -x "$BERTH" ]; then (cd "$bundle" && "$BERTH" runtime spec)
 else die "no runc and no berth binary to generate config.json"; fi
 jq '.process.args = ["/bin/true"] | .process.terminal = false | .root = {"path": "rootfs", "readonly": true}' \
   "$bundle/config.json" > "$bundle/config.json.new" && mv "$bundle/config.json.new" "$bundle/config.json"
+if [ "${SECCOMP:-}" = docker ]; then
+  # Docker's default profile as berth builds it (for runc's default capabilities), for everyone.
+  (cd "$repo" && BERTH_DUMP_DOCKER_PROFILE="$work/profile.json" cargo test -q -p berth-runtime \
+    --test seccomp -- --exact docker_profile_round_trips_through_json >/dev/null 2>&1) \
+    || die "could not dump Docker's default profile"
+  jq --slurpfile p "$work/profile.json" '.linux.seccomp = $p[0]' "$bundle/config.json" \
+    > "$bundle/config.json.new" && mv "$bundle/config.json.new" "$bundle/config.json"
+fi
 
 # --- crun: a persistent private mount namespace without /sys/fs/cgroup/unified ------------------
 # crun 1.8 refuses the hybrid cgroup layout (cgroup v1 controllers plus a cgroup2 mount at
@@ -160,7 +169,7 @@ if [ -n "$crun_ns" ]; then
   t2=${EPOCHREALTIME/./}; for _ in 1 2 3 4 5 6 7 8 9 10; do /bin/true; done; t3=${EPOCHREALTIME/./}
   awk -v a=$((t1 - t0)) -v b=$((t3 - t2)) 'BEGIN { printf "== nsenter overhead per crun call: %.2f ms (4 calls per steps cycle, 1 per run)\n", (a - b) / 10000 }'
 fi
-echo "== $RUNS measured rounds after $WARMUP warm-up rounds, interleaved: ${active[*]}"
+echo "== $RUNS measured rounds after $WARMUP warm-up rounds, interleaved: ${active[*]}; seccomp: ${SECCOMP:-none}"
 
 for mode in $modes; do
   declare -A failed=()

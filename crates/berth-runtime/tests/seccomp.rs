@@ -743,3 +743,27 @@ fn container_sees_custom_errno_and_notify_is_refused_clearly() {
         .to_string();
     assert!(err.contains("SCMP_ACT_NOTIFY is not supported"), "{err}");
 }
+
+/// The profile survives JSON (what the engine writes into config.json) unchanged and compiles;
+/// with `BERTH_DUMP_DOCKER_PROFILE=<file>` the JSON is also written there (bench/runtime uses it
+/// to give every runtime the same profile).
+#[test]
+fn docker_profile_round_trips_through_json() {
+    let caps: Vec<String> = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let profile = docker_default_profile(&caps);
+    let v = serde_json::to_value(&profile).unwrap();
+    assert_eq!(v["defaultAction"], json!("SCMP_ACT_ERRNO"));
+    assert_eq!(v["defaultErrnoRet"], json!(1));
+    let back = parse_seccomp(&v).expect("re-parses");
+    assert_eq!(back, profile);
+    assert_eq!(
+        build_filter(&back).unwrap(),
+        build_filter(&profile).unwrap()
+    );
+    if let Some(path) = std::env::var_os("BERTH_DUMP_DOCKER_PROFILE") {
+        std::fs::write(path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    }
+}
