@@ -259,6 +259,12 @@ fn main_with(argv: Vec<String>) -> i32 {
         file: cli.log.clone(),
         json: cli.log_format == "json",
     };
+    if cli.debug {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing_subscriber::filter::LevelFilter::DEBUG)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {
@@ -663,7 +669,7 @@ impl ConsoleListener {
             .listener
             .accept()
             .context("accept console connection")?;
-        Ok(berth_runtime::console::recv_fd(conn.as_fd()).context("receive pty master")?)
+        berth_runtime::console::recv_fd(conn.as_fd()).context("receive pty master")
     }
 }
 
@@ -754,16 +760,15 @@ fn proxy_tty(
         if sig_ready {
             while let Some(sig) = berth_sys::process::read_signalfd(sigfd.as_fd())? {
                 match sig {
-                    libc::SIGCHLD => loop {
-                        match rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
-                            Ok(Some((p, st))) => {
-                                if p.as_raw_nonzero().get() == pid {
-                                    status = Some(berth_runtime::exit_code(st));
-                                }
+                    libc::SIGCHLD => {
+                        while let Ok(Some((p, st))) =
+                            rustix::process::wait(rustix::process::WaitOptions::NOHANG)
+                        {
+                            if p.as_raw_nonzero().get() == pid {
+                                status = Some(berth_runtime::exit_code(st));
                             }
-                            Ok(None) | Err(_) => break,
                         }
-                    },
+                    }
                     libc::SIGWINCH => copy_winsize(&master),
                     s => {
                         let _ = berth_sys::process::kill(pid, s);
