@@ -43,9 +43,12 @@ pub struct Heredoc {
     pub fd: u32,
 }
 
-/// A warning the parser gives without failing.
+/// A warning the parser gives without failing, named after buildkit's check rules so that
+/// `# check=skip=<rule>` silences it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
+    /// The rule, e.g. `LegacyKeyValueFormat`.
+    pub rule: &'static str,
     /// 1-based line.
     pub line: usize,
     /// What is suspicious.
@@ -222,6 +225,7 @@ pub(crate) fn lex(input: &str) -> Result<Lexed, ParseError> {
         }
         if empty_continuation {
             warnings.push(Warning {
+                rule: "NoEmptyContinuation",
                 line: start,
                 message: "empty continuation line (deprecated)".into(),
             });

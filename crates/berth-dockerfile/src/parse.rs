@@ -47,6 +47,7 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
         let (cmd, flags, rest) = words::split_command(&line.text);
         if cmd.eq_ignore_ascii_case("from") {
             let stage = parse_from(&flags, &rest, line.start, &line.text).map_err(at)?;
+            lint_from(&cmd, &rest, line.start, &mut warnings);
             if let Some(name) = &stage.name {
                 if stages.iter().any(|s| s.name.as_ref() == Some(name)) {
                     return Err(at(Detail::Invalid(format!(
@@ -80,13 +81,85 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
     if stages.is_empty() {
         return Err(ParseError::new(first_line, first_line, Detail::NoFrom));
     }
-    Ok(Dockerfile {
+    for stage in &stages {
+        lint_stage(stage, &mut warnings);
+    }
+    let mut dockerfile = Dockerfile {
         directives: lexed.directives,
         escape,
         args_before_from,
         stages,
         warnings,
-    })
+    };
+    let check = dockerfile.check();
+    let skip_all = check.skip.iter().any(|r| r.eq_ignore_ascii_case("all"));
+    dockerfile
+        .warnings
+        .retain(|w| !skip_all && !check.skip.iter().any(|r| r == w.rule));
+    dockerfile.warnings.sort_by_key(|w| w.line);
+    Ok(dockerfile)
+}
+
+fn is_consistent_case(word: &str) -> bool {
+    word == word.to_ascii_uppercase() || word == word.to_ascii_lowercase()
+}
+
+/// `FromAsCasing` and `StageNameCasing`, as buildkit checks them.
+fn lint_from(cmd: &str, rest: &str, line: usize, warnings: &mut Vec<Warning>) {
+    let args = split_whitespace(rest);
+    let [_, as_word, name] = args.as_slice() else {
+        return;
+    };
+    let upper = |w: &str| w == w.to_ascii_uppercase();
+    if is_consistent_case(cmd) && is_consistent_case(as_word) && upper(cmd) != upper(as_word) {
+        warnings.push(Warning {
+            rule: "FromAsCasing",
+            line,
+            message: format!("'{as_word}' and '{cmd}' keywords' casing do not match"),
+        });
+    }
+    if *name != name.to_ascii_lowercase() {
+        warnings.push(Warning {
+            rule: "StageNameCasing",
+            line,
+            message: format!("stage name '{name}' should be lowercase"),
+        });
+    }
+}
+
+/// `JSONArgsRecommended` and `MultipleInstructionsDisallowed`.
+fn lint_stage(stage: &Stage, warnings: &mut Vec<Warning>) {
+    for step in &stage.instructions {
+        if let Instruction::Cmd(Some(CommandLine::Shell(_)))
+        | Instruction::Entrypoint(Some(CommandLine::Shell(_))) = &step.instruction
+        {
+            warnings.push(Warning {
+                rule: "JSONArgsRecommended",
+                line: step.line,
+                message: format!(
+                    "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
+                    step.instruction.name()
+                ),
+            });
+        }
+    }
+    for kind in ["CMD", "ENTRYPOINT", "HEALTHCHECK"] {
+        let lines: Vec<usize> = stage
+            .instructions
+            .iter()
+            .filter(|s| s.instruction.name() == kind)
+            .map(|s| s.line)
+            .collect();
+        for line in lines.iter().take(lines.len().saturating_sub(1)) {
+            warnings.push(Warning {
+                rule: "MultipleInstructionsDisallowed",
+                line: *line,
+                message: format!(
+                    "multiple {kind} instructions should not be used in the same stage because only the last one will be used"
+                ),
+            });
+        }
+    }
 }
 
 struct Ctx<'a> {
@@ -97,8 +170,9 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn warn(&mut self, message: String) {
+    fn warn(&mut self, rule: &'static str, message: String) {
         self.warnings.push(Warning {
+            rule,
             line: self.line,
             message,
         });
@@ -316,7 +390,10 @@ fn parse_instruction(
         "stopsignal" => Instruction::Stopsignal(exactly_one(name, flags, rest)?),
         "maintainer" => {
             let who = exactly_one(name, flags, rest)?;
-            ctx.warn("MAINTAINER is deprecated: use LABEL maintainer=...".into());
+            ctx.warn(
+                "MaintainerDeprecated",
+                "MAINTAINER is deprecated: use LABEL maintainer=...".into(),
+            );
             Instruction::Maintainer(who)
         }
         "arg" => {
@@ -410,9 +487,10 @@ fn parse_name_val(name: &str, rest: &str, ctx: &mut Ctx<'_>) -> Result<Vec<KeyVa
             ));
         };
         let (key, value) = (&rest[..i], rest[i..].trim_start_matches(words::is_blank));
-        ctx.warn(format!(
-            "legacy \"{name} key value\" format: use \"{name} key=value\""
-        ));
+        ctx.warn(
+            "LegacyKeyValueFormat",
+            format!("legacy \"{name} key value\" format: use \"{name} key=value\""),
+        );
         return Ok(vec![KeyValue {
             key: key.to_owned(),
             value: value.to_owned(),

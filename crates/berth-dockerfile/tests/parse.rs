@@ -862,3 +862,38 @@ fn copy_heredoc_bodies_expand_unless_quoted() {
         "a 'b' \"1\""
     );
 }
+
+#[test]
+fn warnings_follow_buildkit_rules_and_check_skip() {
+    let text = "FROM a as Build\nMAINTAINER me\nENV A 1\nCMD echo one\nCMD [\"two\"]\nRUN a \\\n\n  b\nFROM b AS ok\nENTRYPOINT run\n";
+    let rules = |d: &Dockerfile| {
+        d.warnings
+            .iter()
+            .map(|w| (w.rule, w.line))
+            .collect::<Vec<_>>()
+    };
+    let d = p(text);
+    assert_eq!(
+        rules(&d),
+        vec![
+            ("FromAsCasing", 1),
+            ("StageNameCasing", 1),
+            ("MaintainerDeprecated", 2),
+            ("LegacyKeyValueFormat", 3),
+            ("JSONArgsRecommended", 4),
+            ("MultipleInstructionsDisallowed", 4),
+            ("NoEmptyContinuation", 6),
+            ("JSONArgsRecommended", 10),
+        ]
+    );
+    let d = p(&format!(
+        "# check=skip=JSONArgsRecommended,StageNameCasing\n{text}"
+    ));
+    assert!(d
+        .warnings
+        .iter()
+        .all(|w| w.rule != "JSONArgsRecommended" && w.rule != "StageNameCasing"));
+    assert_eq!(d.warnings.len(), 5);
+    assert!(p(&format!("# check=skip=all\n{text}")).warnings.is_empty());
+    assert!(p("FROM a AS b\nCMD [\"x\"]\n").warnings.is_empty());
+}
