@@ -43,7 +43,10 @@ impl Htpasswd {
                 .iter()
                 .any(|p| hash.starts_with(p))
             {
-                return Err(format!("line {}: user {user}: only bcrypt hashes are supported", i + 1));
+                return Err(format!(
+                    "line {}: user {user}: only bcrypt hashes are supported",
+                    i + 1
+                ));
             }
             users.insert(user.to_string(), hash.to_string());
         }
@@ -56,7 +59,10 @@ impl Htpasswd {
             Some(h) => bcrypt::verify(password, h).unwrap_or(false),
             None => {
                 // Spend the same time for unknown users.
-                let _ = bcrypt::verify(password, "$2y$05$abcdefghijklmnopqrstuuVEJ3o9MX/VUFjqh6Gx0CZ7sXqx8Ak9W");
+                let _ = bcrypt::verify(
+                    password,
+                    "$2y$05$abcdefghijklmnopqrstuuVEJ3o9MX/VUFjqh6Gx0CZ7sXqx8Ak9W",
+                );
                 false
             }
         }
@@ -167,7 +173,8 @@ pub fn issue(cfg: &TokenConfig, claims: &Claims) -> String {
 /// Verify a token's signature, issuer, audience and validity window at `now`.
 pub fn verify(cfg: &TokenConfig, token: &str, now: i64) -> std::result::Result<Claims, String> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("malformed token".into());
     };
@@ -179,10 +186,13 @@ pub fn verify(cfg: &TokenConfig, token: &str, now: i64) -> std::result::Result<C
     if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
         return Err("unsupported token algorithm".into());
     }
-    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| "malformed token signature")?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| "malformed token signature")?;
     let mut mac = HmacSha256::new_from_slice(&cfg.key).map_err(|_| "bad token key")?;
     mac.update(format!("{h}.{p}").as_bytes());
-    mac.verify_slice(&sig).map_err(|_| "invalid token signature")?;
+    mac.verify_slice(&sig)
+        .map_err(|_| "invalid token signature")?;
     let claims: Claims = URL_SAFE_NO_PAD
         .decode(p)
         .ok()
@@ -262,13 +272,13 @@ mod tests {
             nbf: 0,
             iat: 0,
             jti: "x".into(),
-            access: vec![Access::parse_scope("repository:a/b:pull,push").unwrap_or_else(|| {
-                Access {
+            access: vec![
+                Access::parse_scope("repository:a/b:pull,push").unwrap_or_else(|| Access {
                     kind: String::new(),
                     name: String::new(),
                     actions: vec![],
-                }
-            })],
+                }),
+            ],
         }
     }
 
@@ -282,7 +292,10 @@ mod tests {
         assert_eq!(verify(&cfg(), &t, 1000).unwrap_err(), "token expired");
         let mut other = cfg();
         other.key = b"other".to_vec();
-        assert_eq!(verify(&other, &t, 10).unwrap_err(), "invalid token signature");
+        assert_eq!(
+            verify(&other, &t, 10).unwrap_err(),
+            "invalid token signature"
+        );
         // Swap the payload for one granting more: the signature no longer matches.
         let mut c2 = claims(1000);
         c2.access[0].actions.push("delete".into());

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use berth_content::{Error as StoreError, Store as _};
 
 use crate::error::Result;
-use crate::meta::now_secs;
+use crate::meta::now_millis;
 use crate::Inner;
 
 /// What one collection did.
@@ -28,22 +28,25 @@ pub struct GcReport {
     pub uploads_expired: usize,
 }
 
-pub(crate) fn collect(inner: &Inner, grace: Duration) -> Result<GcReport> {
+pub(crate) fn collect(inner: &Inner, grace: Duration, upload_idle: Duration) -> Result<GcReport> {
     let mut report = GcReport::default();
-    let now = now_secs();
-    let cutoff = now - grace.as_secs() as i64;
+    let cutoff = now_millis().saturating_sub(grace.as_millis() as i64);
     let young = SystemTime::now()
         .checked_sub(grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
+    let upload_cutoff = now_millis().saturating_sub(upload_idle.as_millis() as i64);
+    let idle_since = SystemTime::now()
+        .checked_sub(upload_idle)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
 
-    // Stale upload sessions: idle (no data written) longer than the grace period.
+    // Stale upload sessions: idle (no data written) longer than `upload_idle`.
     for (id, started) in inner.meta.uploads()? {
-        if started >= cutoff {
+        if started >= upload_cutoff {
             continue;
         }
         let reference = format!("upload-{id}");
         let idle = match inner.store.ingest_status(&reference) {
-            Ok(s) => s.updated_at < young,
+            Ok(s) => s.updated_at < idle_since,
             Err(StoreError::IngestNotFound(_)) => true,
             Err(e) => return Err(e.into()),
         };

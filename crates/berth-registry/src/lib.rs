@@ -152,9 +152,15 @@ impl Registry {
             .with_state(self.inner.clone())
     }
 
-    /// Collect garbage now with `grace` (blocking; call from a blocking context).
+    /// Collect garbage now (blocking; call from a blocking context): unreferenced blobs
+    /// unused for `grace`, and upload sessions idle for `grace`.
     pub fn gc(&self, grace: Duration) -> Result<GcReport> {
-        gc::collect(&self.inner, grace)
+        gc::collect(&self.inner, grace, grace)
+    }
+
+    /// [`Registry::gc`] with separate limits for blobs and for idle upload sessions.
+    pub fn gc_with(&self, blob_grace: Duration, upload_idle: Duration) -> Result<GcReport> {
+        gc::collect(&self.inner, blob_grace, upload_idle)
     }
 
     /// The content store holding blobs and manifests.
@@ -170,7 +176,10 @@ fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustl
         .and_then(|it| it.collect::<std::result::Result<_, _>>())
         .map_err(|e| Error::Config(format!("read certificate {}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(Error::Config(format!("no certificate in {}", cert.display())));
+        return Err(Error::Config(format!(
+            "no certificate in {}",
+            cert.display()
+        )));
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| Error::Config(format!("read private key {}: {e}", key.display())))?;

@@ -57,7 +57,8 @@ fn descriptor(v: &Value, what: &str) -> Result<(String, String, u64), String> {
 
 /// Parse and validate `body` pushed with `content_type` (the request's Content-Type, if any).
 pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("manifest is not JSON: {e}"))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("manifest is not JSON: {e}"))?;
     let obj = v.as_object().ok_or("manifest is not a JSON object")?;
     let declared = obj.get("mediaType").and_then(Value::as_str);
     let ct = content_type
@@ -135,7 +136,10 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed, String> 
         for (i, l) in layers.iter().enumerate() {
             let (_, d, s) = descriptor(l, &format!("layers[{i}]"))?;
             // Foreign (non-distributable) layers live elsewhere.
-            if l.get("urls").and_then(Value::as_array).is_some_and(|u| !u.is_empty()) {
+            if l.get("urls")
+                .and_then(Value::as_array)
+                .is_some_and(|u| !u.is_empty())
+            {
                 continue;
             }
             if !p.blobs.iter().any(|(x, _)| *x == d) {
@@ -181,10 +185,16 @@ mod tests {
         let p = parse(body.as_bytes(), Some(OCI_MANIFEST)).expect("valid");
         assert_eq!(p.blobs, vec![(d('a'), 2), (d('b'), 3)]);
         assert_eq!(p.subject, Some(d('e')));
-        assert_eq!(p.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
+        assert_eq!(
+            p.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
         assert_eq!(p.annotations.as_deref(), Some(r#"{"k":"v"}"#));
         assert!(parse(body.as_bytes(), Some(OCI_INDEX)).is_err());
-        assert_eq!(parse(body.as_bytes(), None).expect("valid").media_type, OCI_MANIFEST);
+        assert_eq!(
+            parse(body.as_bytes(), None).expect("valid").media_type,
+            OCI_MANIFEST
+        );
     }
 
     #[test]
@@ -214,7 +224,10 @@ mod tests {
         assert_eq!(p.manifests, vec![d('a')]);
         assert_eq!(p.platforms[0].2, "linux");
         assert!(accepts(&[], OCI_INDEX));
-        assert!(accepts(&[format!("{DOCKER_MANIFEST}, {OCI_INDEX};q=0.5")], OCI_INDEX));
+        assert!(accepts(
+            &[format!("{DOCKER_MANIFEST}, {OCI_INDEX};q=0.5")],
+            OCI_INDEX
+        ));
         assert!(!accepts(&[DOCKER_MANIFEST.to_string()], OCI_INDEX));
         assert!(accepts(&["*/*".to_string()], OCI_INDEX));
     }

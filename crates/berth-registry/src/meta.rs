@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
+/// Times (`last_used`, `created`, `started`) are milliseconds since the epoch.
 const SCHEMA: &str = "
 PRAGMA journal_mode=WAL;
 PRAGMA synchronous=NORMAL;
@@ -33,11 +34,16 @@ CREATE INDEX IF NOT EXISTS tags_digest ON tags(repo, digest);
 CREATE TABLE IF NOT EXISTS uploads(id TEXT PRIMARY KEY, repo TEXT NOT NULL, started INTEGER NOT NULL);
 ";
 
-/// Seconds since the epoch.
+/// Seconds since the epoch (token times).
 pub(crate) fn now_secs() -> i64 {
+    now_millis() / 1000
+}
+
+/// Milliseconds since the epoch (all times stored in the database).
+pub(crate) fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
@@ -167,7 +173,7 @@ impl Meta {
             self.write("touch blob", |tx| {
                 tx.execute(
                     "UPDATE blobs SET last_used=?2 WHERE digest=?1",
-                    params![digest, now_secs()],
+                    params![digest, now_millis()],
                 )
             })?;
         }
@@ -181,7 +187,7 @@ impl Meta {
             tx.execute(
                 "INSERT INTO blobs(digest, size, last_used) VALUES (?1, ?2, ?3)
                  ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
-                params![digest, size as i64, now_secs()],
+                params![digest, size as i64, now_millis()],
             )?;
             tx.execute(
                 "INSERT OR IGNORE INTO repo_blobs(repo, digest) VALUES (?1, ?2)",
@@ -240,7 +246,7 @@ impl Meta {
                 }
             }
             ensure_repo(tx, repo)?;
-            let now = now_secs();
+            let now = now_millis();
             tx.execute(
                 "INSERT INTO blobs(digest, size, last_used) VALUES (?1, ?2, ?3)
                  ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
@@ -281,7 +287,12 @@ impl Meta {
     }
 
     /// Resolve a tag or digest in `repo`.
-    pub fn manifest(&self, repo: &str, reference: &str, by_digest: bool) -> Result<Option<ManifestRow>> {
+    pub fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        by_digest: bool,
+    ) -> Result<Option<ManifestRow>> {
         let sql = if by_digest {
             "SELECT digest, media_type, size FROM manifests WHERE repo=?1 AND digest=?2"
         } else {
@@ -386,7 +397,7 @@ impl Meta {
             ensure_repo(tx, repo)?;
             tx.execute(
                 "INSERT INTO uploads(id, repo, started) VALUES (?1, ?2, ?3)",
-                params![id, repo, now_secs()],
+                params![id, repo, now_millis()],
             )?;
             Ok(())
         })
@@ -454,7 +465,8 @@ impl Meta {
     pub fn marked(&self) -> Result<HashSet<String>> {
         self.with("mark reachable blobs", |c| {
             let mut set = HashSet::new();
-            let mut st = c.prepare("SELECT digest FROM manifests UNION SELECT child FROM manifest_refs")?;
+            let mut st =
+                c.prepare("SELECT digest FROM manifests UNION SELECT child FROM manifest_refs")?;
             for d in st.query_map([], |r| r.get::<_, String>(0))? {
                 set.insert(d?);
             }
@@ -480,7 +492,11 @@ impl Meta {
                 return Ok(false);
             }
             let last_used: Option<i64> = tx
-                .query_row("SELECT last_used FROM blobs WHERE digest=?1", [digest], |r| r.get(0))
+                .query_row(
+                    "SELECT last_used FROM blobs WHERE digest=?1",
+                    [digest],
+                    |r| r.get(0),
+                )
                 .optional()?;
             if last_used.is_some_and(|t| t >= cutoff) {
                 return Ok(false);

@@ -180,10 +180,7 @@ mod tests {
         assert_eq!(parse("/v2/"), Some(Route::Base));
         assert_eq!(parse("/v2"), Some(Route::Base));
         assert_eq!(parse("/v2/_catalog"), Some(Route::Catalog));
-        assert_eq!(
-            parse("/v2/a/b/tags/list"),
-            Some(Route::Tags("a/b".into()))
-        );
+        assert_eq!(parse("/v2/a/b/tags/list"), Some(Route::Tags("a/b".into())));
         assert_eq!(
             parse("/v2/a/manifests/b/manifests/latest"),
             Some(Route::Manifest("a/manifests/b".into(), "latest".into()))

@@ -61,14 +61,12 @@ fn q<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T, ApiError>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| ApiError::internal(format!("worker task: {e}")))?
-    }
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker task: {e}")))?
 }
 
 fn parse_digest(s: &str) -> Result<Digest, ApiError> {
@@ -111,7 +109,11 @@ pub(crate) async fn access_log(req: Request, next: Next) -> Response {
 }
 
 /// What a request needs: (type, name, action).
-fn required(route: &Route, method: &Method, pairs: &[(String, String)]) -> Vec<(String, String, &'static str)> {
+fn required(
+    route: &Route,
+    method: &Method,
+    pairs: &[(String, String)],
+) -> Vec<(String, String, &'static str)> {
     let action = match *method {
         Method::GET | Method::HEAD => "pull",
         Method::DELETE => "delete",
@@ -185,7 +187,10 @@ fn authorize(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if let Some(tcfg) = &inner.token {
-        let Some(tok) = authz.and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer "))) else {
+        let Some(tok) = authz.and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("bearer "))
+        }) else {
             return Err(unauthorized(inner, need, "authentication required"));
         };
         let claims = auth::verify(tcfg, tok.trim(), meta::now_secs())
@@ -206,7 +211,9 @@ fn authorize(
         }
         let anonymous_ok = inner.cfg.anonymous_pull
             && !need.is_empty()
-            && need.iter().all(|(k, _, a)| k == "repository" && *a == "pull");
+            && need
+                .iter()
+                .all(|(k, _, a)| k == "repository" && *a == "pull");
         if !anonymous_ok {
             return Err(unauthorized(inner, need, "authentication required"));
         }
@@ -219,8 +226,7 @@ pub(crate) async fn dispatch(State(inner): State<Arc<Inner>>, req: Request) -> R
     let route = route::parse(req.uri().path());
     let pairs = query_pairs(req.uri().query());
     let Some(route) = route else {
-        return ApiError::new(Code::NameUnknown, "no such endpoint")
-            .into_response();
+        return ApiError::new(Code::NameUnknown, "no such endpoint").into_response();
     };
     if let Some(n) = route.name() {
         if !route::valid_name(n) {
@@ -237,7 +243,10 @@ pub(crate) async fn dispatch(State(inner): State<Arc<Inner>>, req: Request) -> R
     };
     let write = !matches!(method, Method::GET | Method::HEAD);
     let res = if write && inner.cfg.read_only && route != Route::Base {
-        Err(ApiError::new(Code::Unsupported, "the registry is read-only"))
+        Err(ApiError::new(
+            Code::Unsupported,
+            "the registry is read-only",
+        ))
     } else {
         handle(inner, route, method, pairs, req).await
     };
@@ -255,13 +264,19 @@ async fn handle(
 ) -> ApiResult {
     let head = method == Method::HEAD;
     match (route, method) {
-        (Route::Base, Method::GET | Method::HEAD) => Ok((StatusCode::OK, axum::Json(serde_json::json!({}))).into_response()),
+        (Route::Base, Method::GET | Method::HEAD) => {
+            Ok((StatusCode::OK, axum::Json(serde_json::json!({}))).into_response())
+        }
         (Route::Catalog, Method::GET) => catalog(inner, &pairs).await,
         (Route::Tags(n), Method::GET) => tags(inner, n, &pairs).await,
-        (Route::Manifest(n, r), Method::GET | Method::HEAD) => manifest_get(inner, n, r, head, req.headers()).await,
+        (Route::Manifest(n, r), Method::GET | Method::HEAD) => {
+            manifest_get(inner, n, r, head, req.headers()).await
+        }
         (Route::Manifest(n, r), Method::PUT) => manifest_put(inner, n, r, &pairs, req).await,
         (Route::Manifest(n, r), Method::DELETE) => manifest_delete(inner, n, r).await,
-        (Route::Blob(n, d), Method::GET | Method::HEAD) => blob_get(inner, n, d, head, req.headers()).await,
+        (Route::Blob(n, d), Method::GET | Method::HEAD) => {
+            blob_get(inner, n, d, head, req.headers()).await
+        }
         (Route::Blob(n, d), Method::DELETE) => blob_delete(inner, n, d).await,
         (Route::UploadStart(n), Method::POST) => upload_start(inner, n, &pairs, req).await,
         (Route::Upload(n, id), Method::GET) => upload_status(inner, n, id).await,
@@ -269,13 +284,22 @@ async fn handle(
         (Route::Upload(n, id), Method::PUT) => upload_put(inner, n, id, &pairs, req).await,
         (Route::Upload(n, id), Method::DELETE) => upload_delete(inner, n, id).await,
         (Route::Referrers(n, d), Method::GET) => referrers(inner, n, d, &pairs).await,
-        _ => Err(ApiError::new(Code::Unsupported, "method not allowed on this endpoint")),
+        _ => Err(ApiError::new(
+            Code::Unsupported,
+            "method not allowed on this endpoint",
+        )),
     }
 }
 
 // ---------- pagination ----------
 
-fn paginate(all: Vec<String>, pairs: &[(String, String)]) -> Result<(Vec<String>, Option<(usize, String)>), ApiError> {
+/// The next page's (n, last), when there is one.
+type NextPage = Option<(usize, String)>;
+
+fn paginate(
+    all: Vec<String>,
+    pairs: &[(String, String)],
+) -> Result<(Vec<String>, NextPage), ApiError> {
     let last = q(pairs, "last");
     let mut items: Vec<String> = match last {
         Some(l) => all.into_iter().filter(|t| t.as_str() > l).collect(),
@@ -300,7 +324,7 @@ fn paginate(all: Vec<String>, pairs: &[(String, String)]) -> Result<(Vec<String>
     Ok((items, next))
 }
 
-fn link(path: &str, next: Option<(usize, String)>) -> Vec<(&'static str, String)> {
+fn link(path: &str, next: NextPage) -> Vec<(&'static str, String)> {
     next.map(|(n, last)| {
         let q: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("n", &n.to_string())
@@ -311,10 +335,16 @@ fn link(path: &str, next: Option<(usize, String)>) -> Vec<(&'static str, String)
     .unwrap_or_default()
 }
 
-fn json_response(status: StatusCode, content_type: &str, v: &serde_json::Value, extra: Vec<(&'static str, String)>) -> Response {
+fn json_response(
+    status: StatusCode,
+    content_type: &str,
+    v: &serde_json::Value,
+    extra: Vec<(&'static str, String)>,
+) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let mut r = (status, body).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, h(content_type));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, h(content_type));
     for (k, v) in extra {
         r.headers_mut().insert(k, h(&v));
     }
@@ -348,18 +378,30 @@ async fn tags(inner: Arc<Inner>, name: String, pairs: &[(String, String)]) -> Ap
 }
 
 fn name_unknown(name: &str) -> ApiError {
-    ApiError::new(Code::NameUnknown, format!("repository {name} not known to registry"))
-        .with_detail(serde_json::json!({ "name": name }))
+    ApiError::new(
+        Code::NameUnknown,
+        format!("repository {name} not known to registry"),
+    )
+    .with_detail(serde_json::json!({ "name": name }))
 }
 
 // ---------- manifests ----------
 
-async fn manifest_get(inner: Arc<Inner>, name: String, reference: String, head: bool, headers: &HeaderMap) -> ApiResult {
+async fn manifest_get(
+    inner: Arc<Inner>,
+    name: String,
+    reference: String,
+    head: bool,
+    headers: &HeaderMap,
+) -> ApiResult {
     let by_digest = reference.contains(':');
     if by_digest {
         parse_digest(&reference)?;
     } else if !route::valid_tag(&reference) {
-        return Err(ApiError::new(Code::ManifestUnknown, format!("invalid tag {reference:?}")));
+        return Err(ApiError::new(
+            Code::ManifestUnknown,
+            format!("invalid tag {reference:?}"),
+        ));
     }
     let accept: Vec<String> = headers
         .get_all(header::ACCEPT)
@@ -373,17 +415,24 @@ async fn manifest_get(inner: Arc<Inner>, name: String, reference: String, head: 
             if !st.meta.repo_exists(&n2)? {
                 return Err(name_unknown(&n2));
             }
-            return Err(ApiError::new(Code::ManifestUnknown, format!("manifest {r2} unknown to registry"))
-                .with_detail(serde_json::json!({ "reference": r2 })));
+            return Err(ApiError::new(
+                Code::ManifestUnknown,
+                format!("manifest {r2} unknown to registry"),
+            )
+            .with_detail(serde_json::json!({ "reference": r2 })));
         };
         let read = |d: &str| -> Result<Vec<u8>, ApiError> {
             let dg = parse_digest(d)?;
             let mut b = st.store.reader(&dg).map_err(|e| match e {
-                StoreError::NotFound(_) => ApiError::new(Code::ManifestUnknown, format!("manifest {d} content missing")),
+                StoreError::NotFound(_) => ApiError::new(
+                    Code::ManifestUnknown,
+                    format!("manifest {d} content missing"),
+                ),
                 e => ApiError::internal(e),
             })?;
             let mut v = Vec::new();
-            std::io::Read::read_to_end(&mut b, &mut v).map_err(|e| ApiError::internal(format!("read manifest {d}: {e}")))?;
+            std::io::Read::read_to_end(&mut b, &mut v)
+                .map_err(|e| ApiError::internal(format!("read manifest {d}: {e}")))?;
             Ok(v)
         };
         let mut data = read(&row.digest)?;
@@ -417,7 +466,13 @@ async fn manifest_get(inner: Arc<Inner>, name: String, reference: String, head: 
     Ok(r)
 }
 
-async fn manifest_put(inner: Arc<Inner>, name: String, reference: String, pairs: &[(String, String)], req: Request) -> ApiResult {
+async fn manifest_put(
+    inner: Arc<Inner>,
+    name: String,
+    reference: String,
+    pairs: &[(String, String)],
+    req: Request,
+) -> ApiResult {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -429,7 +484,10 @@ async fn manifest_put(inner: Arc<Inner>, name: String, reference: String, pairs:
         Some(parse_digest(&reference)?)
     } else {
         if !route::valid_tag(&reference) {
-            return Err(ApiError::new(Code::ManifestInvalid, format!("invalid tag {reference:?}")));
+            return Err(ApiError::new(
+                Code::ManifestInvalid,
+                format!("invalid tag {reference:?}"),
+            ));
         }
         tags.push(reference.clone());
         None
@@ -437,7 +495,10 @@ async fn manifest_put(inner: Arc<Inner>, name: String, reference: String, pairs:
     for (k, v) in pairs {
         if k == "tag" {
             if !route::valid_tag(v) {
-                return Err(ApiError::new(Code::ManifestInvalid, format!("invalid tag {v:?}")));
+                return Err(ApiError::new(
+                    Code::ManifestInvalid,
+                    format!("invalid tag {v:?}"),
+                ));
             }
             if !tags.contains(v) {
                 tags.push(v.clone());
@@ -447,16 +508,24 @@ async fn manifest_put(inner: Arc<Inner>, name: String, reference: String, pairs:
     let body = match axum::body::to_bytes(req.into_body(), MAX_MANIFEST).await {
         Ok(b) => b,
         Err(_) => {
-            return Err(ApiError::new(Code::SizeInvalid, format!("manifest larger than {MAX_MANIFEST} bytes"))
-                .with_status(StatusCode::PAYLOAD_TOO_LARGE))
+            return Err(ApiError::new(
+                Code::SizeInvalid,
+                format!("manifest larger than {MAX_MANIFEST} bytes"),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE))
         }
     };
     let digest = match &ref_digest {
         Some(d) => {
             let got = Digest::of(d.algorithm(), &body);
             if got != *d {
-                return Err(ApiError::new(Code::DigestInvalid, format!("manifest digest {got} does not match {d}"))
-                    .with_detail(serde_json::json!({"expected": d.to_string(), "actual": got.to_string()})));
+                return Err(ApiError::new(
+                    Code::DigestInvalid,
+                    format!("manifest digest {got} does not match {d}"),
+                )
+                .with_detail(
+                    serde_json::json!({"expected": d.to_string(), "actual": got.to_string()}),
+                ));
             }
             got
         }
@@ -482,7 +551,9 @@ async fn manifest_put(inner: Arc<Inner>, name: String, reference: String, pairs:
     let dg = digest.clone();
     blocking(move || {
         let _g = st.stripe(&dg);
-        st.store.write_blob(&body, Some(&dg)).map_err(ApiError::internal)?;
+        st.store
+            .write_blob(&body, Some(&dg))
+            .map_err(ApiError::internal)?;
         match st.meta.put_manifest(&n2, &rec)? {
             Ok(()) => Ok(()),
             Err(PutRefused::Missing(d)) => Err(ApiError::new(
@@ -512,7 +583,10 @@ async fn manifest_delete(inner: Arc<Inner>, name: String, reference: String) -> 
     if by_digest {
         parse_digest(&reference)?;
     } else if !route::valid_tag(&reference) {
-        return Err(ApiError::new(Code::ManifestInvalid, format!("invalid tag {reference:?}")));
+        return Err(ApiError::new(
+            Code::ManifestInvalid,
+            format!("invalid tag {reference:?}"),
+        ));
     }
     let r2 = reference.clone();
     let found = blocking(move || {
@@ -524,12 +598,20 @@ async fn manifest_delete(inner: Arc<Inner>, name: String, reference: String) -> 
     })
     .await?;
     if !found {
-        return Err(ApiError::new(Code::ManifestUnknown, format!("manifest {reference} unknown to registry")));
+        return Err(ApiError::new(
+            Code::ManifestUnknown,
+            format!("manifest {reference} unknown to registry"),
+        ));
     }
     Ok(empty(StatusCode::ACCEPTED, &[]))
 }
 
-async fn referrers(inner: Arc<Inner>, name: String, digest: String, pairs: &[(String, String)]) -> ApiResult {
+async fn referrers(
+    inner: Arc<Inner>,
+    name: String,
+    digest: String,
+    pairs: &[(String, String)],
+) -> ApiResult {
     let d = parse_digest(&digest)?;
     let filter = q(pairs, "artifactType").map(str::to_string);
     let n2 = name.clone();
@@ -550,7 +632,10 @@ async fn referrers(inner: Arc<Inner>, name: String, digest: String, pairs: &[(St
             if let Some(a) = r.artifact_type {
                 v["artifactType"] = a.into();
             }
-            if let Some(a) = r.annotations.and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok()) {
+            if let Some(a) = r
+                .annotations
+                .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+            {
                 v["annotations"] = a;
             }
             v
@@ -602,7 +687,13 @@ pub(crate) fn parse_range(v: &str, size: u64) -> Result<(u64, u64), ()> {
     Ok((start, end - start + 1))
 }
 
-async fn blob_get(inner: Arc<Inner>, name: String, digest: String, head: bool, headers: &HeaderMap) -> ApiResult {
+async fn blob_get(
+    inner: Arc<Inner>,
+    name: String,
+    digest: String,
+    head: bool,
+    headers: &HeaderMap,
+) -> ApiResult {
     let d = parse_digest(&digest)?;
     let range = headers
         .get(header::RANGE)
@@ -614,7 +705,11 @@ async fn blob_get(inner: Arc<Inner>, name: String, digest: String, head: bool, h
             ApiError::new(Code::BlobUnknown, format!("blob {d2} unknown to registry"))
                 .with_detail(serde_json::json!({ "digest": d2.to_string() }))
         };
-        if inner.meta.blob_in_repo(&name, &d2.to_string(), true)?.is_none() {
+        if inner
+            .meta
+            .blob_in_repo(&name, &d2.to_string(), true)?
+            .is_none()
+        {
             return Err(unknown());
         }
         match inner.store.reader(&d2) {
@@ -630,8 +725,12 @@ async fn blob_get(inner: Arc<Inner>, name: String, digest: String, head: bool, h
         Some(r) => match parse_range(r, size) {
             Ok((s, l)) => (StatusCode::PARTIAL_CONTENT, s, l),
             Err(()) => {
-                let mut r = empty(StatusCode::RANGE_NOT_SATISFIABLE, &[("content-range", format!("bytes */{size}"))]);
-                r.headers_mut().insert("docker-content-digest", h(&d.to_string()));
+                let mut r = empty(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    &[("content-range", format!("bytes */{size}"))],
+                );
+                r.headers_mut()
+                    .insert("docker-content-digest", h(&d.to_string()));
                 return Ok(r);
             }
         },
@@ -644,17 +743,26 @@ async fn blob_get(inner: Arc<Inner>, name: String, digest: String, head: bool, h
         f.seek(std::io::SeekFrom::Start(start))
             .await
             .map_err(|e| ApiError::internal(format!("seek blob {d}: {e}")))?;
-        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024))
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            f.take(len),
+            256 * 1024,
+        ))
     };
     let mut r = (status, body).into_response();
     let hs = r.headers_mut();
-    hs.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    hs.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     hs.insert(header::CONTENT_LENGTH, h(&len.to_string()));
     hs.insert("docker-content-digest", h(&d.to_string()));
     hs.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     hs.insert(header::ETAG, h(&format!("\"{d}\"")));
     if status == StatusCode::PARTIAL_CONTENT {
-        hs.insert(header::CONTENT_RANGE, h(&format!("bytes {}-{}/{}", start, start + len - 1, size)));
+        hs.insert(
+            header::CONTENT_RANGE,
+            h(&format!("bytes {}-{}/{}", start, start + len - 1, size)),
+        );
     }
     Ok(r)
 }
@@ -664,9 +772,15 @@ async fn blob_delete(inner: Arc<Inner>, name: String, digest: String) -> ApiResu
     let ds = d.to_string();
     let found = blocking(move || Ok(inner.meta.unlink_blob(&name, &ds)?)).await?;
     if !found {
-        return Err(ApiError::new(Code::BlobUnknown, format!("blob {d} unknown to registry")));
+        return Err(ApiError::new(
+            Code::BlobUnknown,
+            format!("blob {d} unknown to registry"),
+        ));
     }
-    Ok(empty(StatusCode::ACCEPTED, &[("docker-content-digest", d.to_string())]))
+    Ok(empty(
+        StatusCode::ACCEPTED,
+        &[("docker-content-digest", d.to_string())],
+    ))
 }
 
 // ---------- uploads ----------
@@ -680,7 +794,10 @@ fn range_header(offset: u64) -> String {
 }
 
 fn upload_unknown(id: &str) -> ApiError {
-    ApiError::new(Code::BlobUploadUnknown, format!("upload {id} unknown to registry"))
+    ApiError::new(
+        Code::BlobUploadUnknown,
+        format!("upload {id} unknown to registry"),
+    )
 }
 
 fn upload_headers(name: &str, id: &str, offset: u64) -> Vec<(&'static str, String)> {
@@ -694,7 +811,10 @@ fn upload_headers(name: &str, id: &str, offset: u64) -> Vec<(&'static str, Strin
 /// Parse `Content-Range: <start>-<end>` (also with a `bytes ` prefix or `/total` suffix).
 fn parse_content_range(v: &str) -> Option<(u64, u64)> {
     let v = v.trim();
-    let v = v.strip_prefix("bytes ").or_else(|| v.strip_prefix("bytes=")).unwrap_or(v);
+    let v = v
+        .strip_prefix("bytes ")
+        .or_else(|| v.strip_prefix("bytes="))
+        .unwrap_or(v);
     let v = v.split('/').next()?;
     let (a, b) = v.split_once('-')?;
     let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
@@ -721,11 +841,18 @@ async fn append(
     let w = blocking(move || match st.store.writer(&reference, None) {
         Ok(w) => Ok(w),
         Err(StoreError::Locked(_)) => {
-            let off = st.store.ingest_status(&reference).map(|s| s.offset).unwrap_or(0);
-            Err(ApiError::new(Code::BlobUploadInvalid, format!("upload {id2} is busy with another request"))
-                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .with_header(header::RANGE, &range_header(off))
-                .with_header(header::LOCATION, &format!("/v2/{n2}/blobs/uploads/{id2}")))
+            let off = st
+                .store
+                .ingest_status(&reference)
+                .map(|s| s.offset)
+                .unwrap_or(0);
+            Err(ApiError::new(
+                Code::BlobUploadInvalid,
+                format!("upload {id2} is busy with another request"),
+            )
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .with_header(header::RANGE, &range_header(off))
+            .with_header(header::LOCATION, &format!("/v2/{n2}/blobs/uploads/{id2}")))
         }
         Err(e) => Err(ApiError::internal(e)),
     })
@@ -746,9 +873,11 @@ async fn append(
             limit = Some(end - start + 1);
         }
         Some(None) => {
-            return Err(ApiError::new(Code::BlobUploadInvalid, "malformed Content-Range")
-                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .with_header(header::RANGE, &range_header(w.offset())))
+            return Err(
+                ApiError::new(Code::BlobUploadInvalid, "malformed Content-Range")
+                    .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .with_header(header::RANGE, &range_header(w.offset())),
+            )
         }
         None if range_required => {}
         None => {}
@@ -780,9 +909,12 @@ async fn write_body(
         if let Ok(data) = frame.into_data() {
             received += data.len() as u64;
             if limit.is_some_and(|l| received > l) {
-                return Err(ApiError::new(Code::SizeInvalid, "chunk longer than its Content-Range")
-                    .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-                    .with_header(header::RANGE, &range_header(start)));
+                return Err(ApiError::new(
+                    Code::SizeInvalid,
+                    "chunk longer than its Content-Range",
+                )
+                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .with_header(header::RANGE, &range_header(start)));
             }
             buf.extend_from_slice(&data);
             if buf.len() >= 1024 * 1024 {
@@ -803,7 +935,12 @@ async fn write_body(
 }
 
 /// Verify and publish an upload's data as `digest`, linked into `name`.
-async fn finish(inner: &Arc<Inner>, name: &str, w: berth_content::Writer, digest: Digest) -> Result<u64, ApiError> {
+async fn finish(
+    inner: &Arc<Inner>,
+    name: &str,
+    w: berth_content::Writer,
+    digest: Digest,
+) -> Result<u64, ApiError> {
     let st = inner.clone();
     let n2 = name.to_string();
     blocking(move || {
@@ -811,13 +948,15 @@ async fn finish(inner: &Arc<Inner>, name: &str, w: berth_content::Writer, digest
         let _g = st.stripe(&digest);
         match w.commit(None, Some(&digest)) {
             Ok(_) => {}
-            Err(StoreError::DigestMismatch { actual, expected, .. }) => {
-                return Err(ApiError::new(
-                    Code::DigestInvalid,
-                    format!("uploaded content has digest {actual}, not {expected}"),
-                )
-                .with_detail(serde_json::json!({"expected": expected.to_string(), "actual": actual.to_string()})))
-            }
+            Err(StoreError::DigestMismatch {
+                actual, expected, ..
+            }) => return Err(ApiError::new(
+                Code::DigestInvalid,
+                format!("uploaded content has digest {actual}, not {expected}"),
+            )
+            .with_detail(
+                serde_json::json!({"expected": expected.to_string(), "actual": actual.to_string()}),
+            )),
             Err(e) => return Err(ApiError::internal(e)),
         }
         st.meta.link_blob(&n2, &digest.to_string(), size)?;
@@ -833,14 +972,23 @@ async fn new_upload(inner: &Arc<Inner>, name: &str) -> Result<String, ApiError> 
     blocking(move || {
         st.meta.create_upload(&id2, &n2)?;
         // Create the ingest now so that its status (offset 0) can be asked at once.
-        drop(st.store.writer(&ingest_ref(&id2), None).map_err(ApiError::internal)?);
+        drop(
+            st.store
+                .writer(&ingest_ref(&id2), None)
+                .map_err(ApiError::internal)?,
+        );
         Ok(())
     })
     .await?;
     Ok(id)
 }
 
-async fn upload_start(inner: Arc<Inner>, name: String, pairs: &[(String, String)], req: Request) -> ApiResult {
+async fn upload_start(
+    inner: Arc<Inner>,
+    name: String,
+    pairs: &[(String, String)],
+    req: Request,
+) -> ApiResult {
     if let Some(m) = q(pairs, "mount") {
         let d = parse_digest(m)?;
         if let Some(from) = q(pairs, "from").filter(|f| route::valid_name(f)) {
@@ -861,7 +1009,10 @@ async fn upload_start(inner: Arc<Inner>, name: String, pairs: &[(String, String)
                 let d = m.to_string();
                 return Ok(empty(
                     StatusCode::CREATED,
-                    &[("location", format!("/v2/{name}/blobs/{d}")), ("docker-content-digest", d)],
+                    &[
+                        ("location", format!("/v2/{name}/blobs/{d}")),
+                        ("docker-content-digest", d),
+                    ],
                 ));
             }
         }
@@ -871,7 +1022,12 @@ async fn upload_start(inner: Arc<Inner>, name: String, pairs: &[(String, String)
         let id = auth::random_hex(16);
         let st = inner.clone();
         let reference = ingest_ref(&id);
-        let w = blocking(move || st.store.writer(&reference, None).map_err(ApiError::internal)).await?;
+        let w = blocking(move || {
+            st.store
+                .writer(&reference, None)
+                .map_err(ApiError::internal)
+        })
+        .await?;
         let w = match write_body(w, req.into_body(), None).await {
             Ok(w) => w,
             Err(e) => {
@@ -883,7 +1039,10 @@ async fn upload_start(inner: Arc<Inner>, name: String, pairs: &[(String, String)
         finish(&inner, &name, w, d.clone()).await?;
         return Ok(empty(
             StatusCode::CREATED,
-            &[("location", format!("/v2/{name}/blobs/{d}")), ("docker-content-digest", d.to_string())],
+            &[
+                ("location", format!("/v2/{name}/blobs/{d}")),
+                ("docker-content-digest", d.to_string()),
+            ],
         ));
     }
     let id = new_upload(&inner, &name).await?;
@@ -911,7 +1070,10 @@ async fn upload_status(inner: Arc<Inner>, name: String, id: String) -> ApiResult
     })
     .await?
     .ok_or_else(|| upload_unknown(&id))?;
-    Ok(empty(StatusCode::NO_CONTENT, &upload_headers(&name, &id, off)))
+    Ok(empty(
+        StatusCode::NO_CONTENT,
+        &upload_headers(&name, &id, off),
+    ))
 }
 
 async fn upload_patch(inner: Arc<Inner>, name: String, id: String, req: Request) -> ApiResult {
@@ -919,10 +1081,19 @@ async fn upload_patch(inner: Arc<Inner>, name: String, id: String, req: Request)
     let w = append(&inner, &name, &id, req, false).await?;
     let off = w.offset();
     drop(w);
-    Ok(empty(StatusCode::ACCEPTED, &upload_headers(&name, &id, off)))
+    Ok(empty(
+        StatusCode::ACCEPTED,
+        &upload_headers(&name, &id, off),
+    ))
 }
 
-async fn upload_put(inner: Arc<Inner>, name: String, id: String, pairs: &[(String, String)], req: Request) -> ApiResult {
+async fn upload_put(
+    inner: Arc<Inner>,
+    name: String,
+    id: String,
+    pairs: &[(String, String)],
+    req: Request,
+) -> ApiResult {
     check_upload(&inner, &name, &id).await?;
     let ds = q(pairs, "digest")
         .ok_or_else(|| ApiError::new(Code::DigestInvalid, "digest parameter missing"))?;
@@ -941,7 +1112,10 @@ async fn upload_put(inner: Arc<Inner>, name: String, id: String, pairs: &[(Strin
     blocking(move || Ok(st.meta.delete_upload(&id2)?)).await?;
     Ok(empty(
         StatusCode::CREATED,
-        &[("location", format!("/v2/{name}/blobs/{d}")), ("docker-content-digest", d.to_string())],
+        &[
+            ("location", format!("/v2/{name}/blobs/{d}")),
+            ("docker-content-digest", d.to_string()),
+        ],
     ))
 }
 
@@ -953,7 +1127,10 @@ async fn upload_delete(inner: Arc<Inner>, name: String, id: String) -> ApiResult
         match st.store.abort(&ingest_ref(&id2)) {
             Ok(()) | Err(StoreError::IngestNotFound(_)) => {}
             Err(StoreError::Locked(_)) => {
-                return Err(ApiError::new(Code::BlobUploadInvalid, format!("upload {id2} is busy")))
+                return Err(ApiError::new(
+                    Code::BlobUploadInvalid,
+                    format!("upload {id2} is busy"),
+                ))
             }
             Err(e) => return Err(ApiError::internal(e)),
         }
@@ -1009,7 +1186,9 @@ pub(crate) async fn token(State(inner): State<Arc<Inner>>, req: Request) -> Resp
             continue;
         }
         for s in v.split(' ') {
-            let Some(mut a) = Access::parse_scope(s) else { continue };
+            let Some(mut a) = Access::parse_scope(s) else {
+                continue;
+            };
             a.actions.retain(|x| match &user {
                 Some(_) => ["pull", "push", "delete", "*"].contains(&x.as_str()),
                 None => inner.cfg.anonymous_pull && x == "pull" && a.kind == "repository",

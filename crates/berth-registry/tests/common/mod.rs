@@ -23,7 +23,10 @@ pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Reg {
         .prefix("berthtest-registry-")
         .tempdir()
         .expect("tempdir");
-    let mut cfg = Config::new(dir.path().join("root"), "127.0.0.1:0".parse().expect("addr"));
+    let mut cfg = Config::new(
+        dir.path().join("root"),
+        "127.0.0.1:0".parse().expect("addr"),
+    );
     cfg.gc_interval = None;
     tweak(&mut cfg);
     let server = Server::start(cfg).await.expect("start registry");
@@ -49,8 +52,12 @@ impl Resp {
             .map(|v| v.to_str().unwrap_or("").to_string())
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
     /// The first error code of a spec error body.
     pub fn code(&self) -> String {
@@ -118,7 +125,12 @@ pub async fn push_blob(addr: SocketAddr, repo: &str, data: &[u8]) -> Digest {
         data.to_vec(),
     )
     .await;
-    assert_eq!(r.status, 201, "push blob: {:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        201,
+        "push blob: {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
     d
 }
 
@@ -154,7 +166,13 @@ pub async fn image(addr: SocketAddr, repo: &str, seed: &str) -> Vec<u8> {
     .expect("json")
 }
 
-pub async fn put_manifest(addr: SocketAddr, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Resp {
+pub async fn put_manifest(
+    addr: SocketAddr,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> Resp {
     send(
         addr,
         "PUT",
