@@ -54,7 +54,31 @@ impl KindedError for crate::layer::LayerError {
 /// How long a load's lease lives if the process dies before dropping it.
 const LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Label on a config blob: the image's unpacked size in bytes.
-const SIZE_LABEL: &str = "berth.image.unpacked-size";
+const SIZE_LABEL: &str = "berth.layer.size";
+
+/// Docker's layer size: apparent sizes of regular files and symlinks under `dir` (hard links
+/// once), never following symlinks.
+fn apparent_size(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            let ft = m.file_type();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if (ft.is_file() || ft.is_symlink()) && (m.nlink() < 2 || seen.insert(m.ino())) {
+                total += m.size();
+            }
+        }
+    }
+    total
+}
 
 /// A resolved image: its records, manifest and config.
 #[derive(Debug, Clone)]
@@ -548,26 +572,29 @@ impl ImageService {
             .is_ok_and(|i| i.kind == berth_snapshot::Kind::Committed)
     }
 
-    /// The image's unpacked size (sum of its layers' snapshot usage), or the layers' blob sizes
-    /// when not unpacked.
+    /// The image's size: the sum of its layers' sizes.
     fn image_size(&self, img: &ResolvedImage) -> u64 {
-        if let Ok(labels) = self.db.content_labels(&img.id) {
-            if let Some(n) = labels.get(SIZE_LABEL).and_then(|v| v.parse().ok()) {
-                return n;
-            }
-        }
-        img.manifest.layers.iter().map(|l| l.size).sum()
+        self.layer_sizes(img).iter().sum()
     }
 
+    /// Each layer's size as Docker reports it (apparent size of its files, recorded at
+    /// unpack); the snapshot's disk usage or the blob size when unknown.
     fn layer_sizes(&self, img: &ResolvedImage) -> Vec<u64> {
         img.chain_ids()
             .iter()
             .zip(&img.manifest.layers)
             .map(|(c, l)| {
-                self.snapshots
-                    .usage(&c.to_string())
-                    .map(|u| u.size)
-                    .unwrap_or(l.size)
+                let labelled = self
+                    .db
+                    .content_labels(&l.digest)
+                    .ok()
+                    .and_then(|m| m.get(SIZE_LABEL).and_then(|v| v.parse().ok()));
+                labelled.unwrap_or_else(|| {
+                    self.snapshots
+                        .usage(&c.to_string())
+                        .map(|u| u.size)
+                        .unwrap_or(l.size)
+                })
             })
             .collect()
     }
@@ -643,7 +670,15 @@ impl ImageService {
                 Ok(rep.uncompressed_size)
             })();
             match res {
-                Ok(n) => report.bytes += n,
+                Ok(n) => {
+                    report.bytes += n;
+                    if let Ok(upper) = self.snapshots.upper_dir(&active) {
+                        let size = apparent_size(&upper).to_string();
+                        self.db
+                            .set_content_label(&layer.digest, SIZE_LABEL, Some(&size))
+                            .ctx(|| format!("label {}", layer.digest))?;
+                    }
+                }
                 Err(e) => {
                     let _ = self.snapshots.remove(&active);
                     return Err(e);
@@ -664,10 +699,6 @@ impl ImageService {
             parent = Some(key);
         }
         report.top = chains.last().cloned();
-        let size: u64 = self.layer_sizes(img).iter().sum();
-        self.db
-            .set_content_label(&img.id, SIZE_LABEL, Some(&size.to_string()))
-            .ctx(|| format!("label {}", img.id))?;
         Ok(report)
     }
 

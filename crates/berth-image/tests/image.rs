@@ -260,6 +260,7 @@ fn docker_save_fixture_loads_with_right_config() {
     let got = serde_json::to_value(svc.inspect("berthfixture/tiny:v1").unwrap()).unwrap();
     for k in [
         "Id",
+        "Size",
         "RepoTags",
         "Comment",
         "Created",
