@@ -615,13 +615,8 @@ async fn referrers(
     let d = parse_digest(&digest)?;
     let filter = q(pairs, "artifactType").map(str::to_string);
     let n2 = name.clone();
-    let list = blocking(move || {
-        if !inner.meta.repo_exists(&n2)? {
-            return Err(name_unknown(&n2));
-        }
-        Ok(inner.meta.referrers(&n2, &d.to_string())?)
-    })
-    .await?;
+    // The spec forbids 404 here: an unknown repository simply has no referrers.
+    let list = blocking(move || Ok(inner.meta.referrers(&n2, &d.to_string())?)).await?;
     let manifests: Vec<serde_json::Value> = list
         .into_iter()
         .filter(|r| filter.is_none() || r.artifact_type == filter)

@@ -589,6 +589,9 @@ async fn referrers_with_filtering() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["manifests"], serde_json::json!([]));
+    let r = get(a, &format!("/v2/unknown/repo/referrers/{sd}")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["manifests"], serde_json::json!([]));
     let r = get(a, "/v2/r/referrers/sha256:bad").await;
     assert_eq!(r.status, 400);
     // Deleting a referrer removes it from the list.
