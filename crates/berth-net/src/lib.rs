@@ -7,11 +7,13 @@
 //! - [`firewall`]: berth's nftables table rendered from data and applied atomically.
 #![forbid(unsafe_code)]
 
+pub mod dns;
 pub mod error;
 pub mod files;
 pub mod firewall;
 pub mod ipam;
 pub mod mode;
+pub mod netlink;
 pub mod ports;
 
 pub use error::{NetError, Result};
