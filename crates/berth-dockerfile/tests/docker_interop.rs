@@ -427,6 +427,148 @@ fn line_in(message: &str) -> Option<usize> {
     digits.parse().ok()
 }
 
+/// The files of a context that the Docker CLI sends (filtered by `.dockerignore`) end up in the
+/// image through `COPY . /ctx/`; they must be the files our walk lists.
+fn dockerignore_failures(daemon: &Daemon) -> Vec<String> {
+    let ctx = daemon.dir.path().join("ctx").join("ignore");
+    let files = [
+        "a.txt",
+        "b.md",
+        "README.md",
+        "README-secret.md",
+        "node_modules/x/y.js",
+        "src/main.rs",
+        "src/gen/out.o",
+        "src/lib/deep/z.o",
+        "src/lib/deep/z.rs",
+        "docs/keep.md",
+        "docs/other.md",
+        "temp1",
+        "tempfar",
+        "x/temporary.txt",
+        "x/y/tempfile",
+        "x/y/keep",
+        "[weird].txt",
+        "build/out/bin",
+        "build/keep.txt",
+        ".git/HEAD",
+        "nested/.git/config",
+        "sub/dir/file.go",
+        "sub/file.go",
+        "main.go",
+        "a.b.c",
+    ];
+    for f in files {
+        let path = ctx.join(f);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, f).expect("write");
+    }
+    std::fs::create_dir_all(ctx.join("empty/inner")).expect("mkdir");
+    std::os::unix::fs::symlink("/etc", ctx.join("link")).expect("symlink");
+    std::fs::write(
+        ctx.join(".dockerignore"),
+        "# comment\n*.md\n!README*.md\nREADME-secret.md\nnode_modules\n**/*.o\ndocs\n!docs/keep.md\n\
+         temp?\n*/temp*\n*/*/temp*\n\\[weird\\].txt\n/build/**\n!build/keep.txt\n**/.git\n\
+         sub/**/*.go\n./a.b.?\n",
+    )
+    .expect("write .dockerignore");
+    let mut failures = Vec::new();
+    if let Err(e) = daemon.build("ignore", "FROM scratch\nCOPY . /ctx/\n", &[]) {
+        return vec![format!("dockerignore: docker build failed: {e}")];
+    }
+    let export = daemon.dir.path().join("ignore.tar");
+    let create = daemon.docker(&[
+        "create",
+        "--name",
+        "berthtest-ignore-c",
+        "berthtest-ignore",
+        "/none",
+    ]);
+    assert!(
+        create.status.success(),
+        "docker create: {}",
+        String::from_utf8_lossy(&create.stderr)
+    );
+    let out = daemon.docker(&[
+        "export",
+        "-o",
+        &export.to_string_lossy(),
+        "berthtest-ignore-c",
+    ]);
+    assert!(
+        out.status.success(),
+        "docker export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = Command::new("tar")
+        .arg("-tvf")
+        .arg(&export)
+        .output()
+        .expect("tar");
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let mut theirs_files = BTreeSet::new();
+    let mut theirs_dirs = BTreeSet::new();
+    for line in listing.lines() {
+        let Some(name) = line.split_whitespace().nth(5) else {
+            continue;
+        };
+        let Some(rel) = name.strip_prefix("ctx/") else {
+            continue;
+        };
+        let rel = rel.trim_end_matches('/');
+        if rel.is_empty() {
+            continue;
+        }
+        if line.starts_with('d') {
+            theirs_dirs.insert(rel.to_string());
+        } else {
+            theirs_files.insert(rel.to_string());
+        }
+    }
+    let ignore = DockerIgnore::load(&ctx, "Dockerfile").expect("load .dockerignore");
+    let mut ours_files = BTreeSet::new();
+    let mut ours_dirs = BTreeSet::new();
+    for path in ignore.walk(&ctx).expect("walk") {
+        let is_dir = std::fs::symlink_metadata(ctx.join(&path))
+            .expect("stat")
+            .is_dir();
+        let rel = path.to_string_lossy().into_owned();
+        if is_dir {
+            ours_dirs.insert(rel);
+        } else {
+            ours_files.insert(rel);
+        }
+    }
+    println!(
+        "dockerignore: docker kept {} files and {} directories: {:?}",
+        theirs_files.len(),
+        theirs_dirs.len(),
+        theirs_files
+    );
+    if !theirs_files.contains("README.md")
+        || theirs_files.contains("b.md")
+        || theirs_files.len() < 8
+    {
+        failures.push(format!(
+            "dockerignore: unexpected docker result {theirs_files:?}"
+        ));
+    }
+    if ours_files != theirs_files {
+        failures.push(format!(
+            "dockerignore: files differ\n  only berth:  {:?}\n  only docker: {:?}",
+            ours_files.difference(&theirs_files).collect::<Vec<_>>(),
+            theirs_files.difference(&ours_files).collect::<Vec<_>>()
+        ));
+    }
+    if !ours_dirs.is_subset(&theirs_dirs) {
+        failures.push(format!(
+            "dockerignore: directories we send that docker does not: {:?}",
+            ours_dirs.difference(&theirs_dirs).collect::<Vec<_>>()
+        ));
+    }
+    failures
+}
+
 #[test]
 fn docker_agrees_with_berth() {
     let Some(daemon) = Daemon::start() else {
@@ -461,6 +603,7 @@ fn docker_agrees_with_berth() {
             }
         }
     }
+    failures.extend(dockerignore_failures(&daemon));
     assert!(
         failures.is_empty(),
         "{} disagreements:\n{}",
