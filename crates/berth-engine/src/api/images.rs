@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -383,12 +383,16 @@ async fn load(State(e): State<AppState>, q: Query, req: Request) -> Result<Respo
                 r.names.first().cloned().unwrap_or_else(|| r.id.to_string()),
             ));
     }
-    let mut body = Vec::new();
-    for l in lines {
-        body.extend_from_slice(json!({ "stream": l }).to_string().as_bytes());
-        body.extend_from_slice(b"\r\n");
-    }
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    // chunked like Docker's: docker-py decodes a non-chunked body as one JSON document
+    let (tx, resp) = stream::json_channel(LineEnd::CrLf);
+    tokio::spawn(async move {
+        for l in lines {
+            if !tx.json(&json!({ "stream": l })).await {
+                return;
+            }
+        }
+    });
+    Ok(resp)
 }
 
 async fn save_many(State(e): State<AppState>, q: Query) -> Result<Response, EngineError> {
