@@ -4,6 +4,9 @@
 //! - [`ports`]: `-p`/`-P` parsing into [`PortRequest`]s (pure).
 //! - [`mode`]: `--network` modes as data.
 //! - [`files`]: `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname` builders (pure).
+//! - [`manager`]: the [`Manager`]: networks and endpoints kept in step with a persisted store.
+//! - [`netlink`]: links, addresses and routes in the host's or a container's namespace.
+//! - [`dns`]: the embedded resolver of user-defined networks.
 //! - [`firewall`]: berth's nftables table rendered from data and applied atomically.
 #![forbid(unsafe_code)]
 
@@ -12,12 +15,14 @@ pub mod error;
 pub mod files;
 pub mod firewall;
 pub mod ipam;
+pub mod manager;
 pub mod mode;
 pub mod netlink;
 pub mod ports;
 
 pub use error::{NetError, Result};
 pub use ipam::{IpamRequest, Mac, Pool, Subnet};
+pub use manager::{Config, Endpoint, EndpointSpec, Manager, Network, NetworkSpec};
 pub use mode::NetworkMode;
 pub use ports::{HostPort, PortMapping, PortRequest, Proto};
 
