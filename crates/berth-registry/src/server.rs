@@ -89,6 +89,7 @@ pub(crate) async fn access_log(req: Request, next: Next) -> Response {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
+        .or_else(|| axum::body::HttpBody::size_hint(resp.body()).exact())
         .unwrap_or(0);
     let user = resp
         .extensions()
