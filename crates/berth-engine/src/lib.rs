@@ -8,6 +8,18 @@
 //! - [`server`] serves the router over unix sockets with hyper (HTTP/1.1 with upgrades).
 //!
 //! HTTP parsing happens at the edge (api); typed calls go to the services.
+//!
+//! On disk: `<data-root>/berth.db`, `content/`, `snapshots/` (berth-image's), `engine.db`
+//! (the engine's own tables: volumes, containers; see [`db`] for why it is a separate file),
+//! `engine-id`, `volumes/<name>/_data`; the socket and pidfile wherever configured.
+//!
+//! Contract with the containers module ([`containers`]): it is opened with [`Services`]
+//! inside the daemon's runtime, implements [`ContainerQueries`] (what `/info`, `/system/df`
+//! and `DELETE /volumes` ask), publishes container events on [`EventBus`], takes metadata holds
+//! on images it uses (so `rmi` answers 409), resolves named volumes with
+//! [`volumes::VolumeStore::mount`]/[`unmount`](volumes::VolumeStore::unmount), exempts the
+//! pids it waits for from the [`reaper`], and serves its routes from `api::containers` /
+//! `api::exec` with the helpers in [`api`].
 #![forbid(unsafe_code)]
 #![recursion_limit = "256"]
 

@@ -6,7 +6,7 @@
 //!
 //! Version prefixes (`/v1.41/...`) are stripped before routing by [`crate::server`] (see
 //! [`version`]); handlers read the negotiated version with the [`ApiVersion`] extractor.
-//! Helpers: [`EngineError`](crate::EngineError) is an `IntoResponse` (`{"message"}` + status from
+//! Helpers: [`EngineError`] is an `IntoResponse` (`{"message"}` + status from
 //! its `ErrorKind`); [`Query`] (bools in every spelling, both `filters` shapes); [`JsonBody`] /
 //! [`OptJsonBody`] (unknown fields ignored, no Content-Type required); [`stream`] (chunked JSON
 //! streams); [`hijack`] (101 UPGRADED raw streams) and [`stdcopy`] framing.

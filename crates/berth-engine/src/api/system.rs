@@ -373,6 +373,9 @@ async fn events(State(e): State<AppState>, q: Query) -> Result<Response, EngineE
                         if until.is_some_and(|u| ev.time_nano > u) {
                             return;
                         }
+                        if since.is_some_and(|s| ev.time_nano < s) {
+                            continue; // `since` in the future: skip until then
+                        }
                         if ev.matches(&f) && !tx.json(&ev.to_json()).await {
                             return;
                         }
