@@ -25,6 +25,7 @@ mod error;
 pub mod export;
 pub mod import;
 pub mod layer;
+pub mod pull;
 pub mod select;
 pub mod service;
 pub mod spec;

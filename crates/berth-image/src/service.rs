@@ -344,7 +344,7 @@ impl std::fmt::Debug for ImageService {
     }
 }
 
-struct LeaseGuard<'a> {
+pub(crate) struct LeaseGuard<'a> {
     db: &'a Db,
     id: String,
 }
@@ -407,6 +407,11 @@ impl ImageService {
         self
     }
 
+    /// The platform indexes are resolved to.
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
     /// The data root.
     pub fn root(&self) -> &Path {
         &self.root
@@ -427,7 +432,7 @@ impl ImageService {
         &self.db
     }
 
-    fn lease(&self, what: &str) -> Result<LeaseGuard<'_>, ImageError> {
+    pub(crate) fn lease(&self, what: &str) -> Result<LeaseGuard<'_>, ImageError> {
         let id = unique_ref(what);
         self.db
             .create_lease(&id, Some(LEASE_TTL))
@@ -435,14 +440,17 @@ impl ImageService {
         Ok(LeaseGuard { db: &self.db, id })
     }
 
-    fn lease_add(&self, lease: &LeaseGuard<'_>, r: Resource) -> Result<(), ImageError> {
+    pub(crate) fn lease_add(&self, lease: &LeaseGuard<'_>, r: Resource) -> Result<(), ImageError> {
         self.db
             .add_lease_resource(&lease.id, &r)
             .ctx(|| format!("add {r:?} to lease {}", lease.id))
     }
 
     /// The platform manifest of a target (a manifest, or an index → host platform).
-    fn platform_manifest(&self, target: &Descriptor) -> Result<(Descriptor, Manifest), ImageError> {
+    pub(crate) fn platform_manifest(
+        &self,
+        target: &Descriptor,
+    ) -> Result<(Descriptor, Manifest), ImageError> {
         let mut d = target.clone();
         for _ in 0..4 {
             let bytes = read_blob(&self.content, &d.digest, MAX_MANIFEST_SIZE)?;
@@ -468,7 +476,7 @@ impl ImageService {
         )))
     }
 
-    fn config_of(&self, m: &Manifest) -> Result<ImageConfig, ImageError> {
+    pub(crate) fn config_of(&self, m: &Manifest) -> Result<ImageConfig, ImageError> {
         ImageConfig::from_slice(&read_blob(
             &self.content,
             &m.config.digest,
@@ -607,7 +615,7 @@ impl ImageService {
         self.unpack_resolved(&img, &lease, &mut HashMap::new())
     }
 
-    fn unpack_resolved(
+    pub(crate) fn unpack_resolved(
         &self,
         img: &ResolvedImage,
         lease: &LeaseGuard<'_>,
@@ -704,7 +712,7 @@ impl ImageService {
 
     /// Register loaded images: names (moving them from other images, which become dangling
     /// when left without names) or a dangling record.
-    fn register(
+    pub(crate) fn register(
         &self,
         target: &Descriptor,
         id: &Digest,
