@@ -281,8 +281,24 @@ impl Runtime {
         pchan
             .send(&Msg::CgroupDone)
             .map_err(|e| Error::io("sync: send", e))?;
+        // The init may report (HooksPlease, Ready, Error) before the stage process has sent
+        // its pid: hold those until the pid is known.
         let mut init_pid = 0;
+        let mut hooks_pending = false;
+        let mut ready = false;
         loop {
+            if init_pid != 0 && hooks_pending {
+                hooks_pending = false;
+                let json = serde_json::to_string(&state).unwrap_or_default();
+                crate::hooks::run_hooks(&prestart, json.as_bytes(), "prestart")?;
+                crate::hooks::run_hooks(&create_runtime, json.as_bytes(), "createRuntime")?;
+                pchan
+                    .send(&Msg::HooksDone(json))
+                    .map_err(|e| Error::io("sync: send", e))?;
+            }
+            if init_pid != 0 && ready {
+                break;
+            }
             match pchan.recv().map_err(|e| Error::io("sync: receive", e))? {
                 Some(Msg::MapsPlease) => {
                     write_maps(spid, &spec)?;
@@ -295,20 +311,15 @@ impl Runtime {
                     cleanup.pids.push(p);
                     state.pid = p;
                 }
-                Some(Msg::HooksPlease) => {
-                    let json = serde_json::to_string(&state).unwrap_or_default();
-                    crate::hooks::run_hooks(&prestart, json.as_bytes(), "prestart")?;
-                    crate::hooks::run_hooks(&create_runtime, json.as_bytes(), "createRuntime")?;
-                    pchan
-                        .send(&Msg::HooksDone(json))
-                        .map_err(|e| Error::io("sync: send", e))?;
-                }
-                Some(Msg::Ready) => break,
+                Some(Msg::HooksPlease) => hooks_pending = true,
+                Some(Msg::Ready) => ready = true,
                 Some(Msg::Error { msg, kind }) => {
+                    // collect the init's pid (if any) so the cleanup reaps it
+                    drain_pids(&pchan, &mut cleanup.pids);
                     return Err(Error::Init {
                         msg,
                         kind: sync::kind_from_name(&kind),
-                    })
+                    });
                 }
                 Some(m) => {
                     return Err(Error::Init {
@@ -695,10 +706,11 @@ impl Runtime {
                     cleanup.pids.push(x);
                 }
                 Some(Msg::Error { msg, kind }) => {
+                    drain_pids(&pchan, &mut cleanup.pids);
                     return Err(Error::Init {
                         msg,
                         kind: sync::kind_from_name(&kind),
-                    })
+                    });
                 }
                 Some(m) => {
                     return Err(Error::Init {
@@ -746,6 +758,16 @@ fn cgroup_resources(spec: &Spec) -> Option<oci_spec::runtime::LinuxResources> {
         r.set_devices(Some(rules));
     }
     Some(r)
+}
+
+/// After a setup error: read the remaining messages until every child end is closed (the
+/// failing process exits), collecting a `Pid` so that its process gets reaped.
+fn drain_pids(chan: &sync::Channel, pids: &mut Vec<i32>) {
+    while let Ok(Some(m)) = chan.recv() {
+        if let Msg::Pid(p) = m {
+            pids.push(p);
+        }
+    }
 }
 
 /// The cgroup manager saved with a container.
