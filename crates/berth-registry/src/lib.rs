@@ -146,7 +146,10 @@ impl Registry {
     /// The HTTP router: `/v2/...` and `/token`.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/token", axum::routing::get(server::token))
+            .route(
+                "/token",
+                axum::routing::get(server::token).post(server::token),
+            )
             .fallback(server::dispatch)
             .layer(axum::middleware::from_fn(server::access_log))
             .with_state(self.inner.clone())

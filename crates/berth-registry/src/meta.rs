@@ -34,6 +34,9 @@ CREATE INDEX IF NOT EXISTS tags_digest ON tags(repo, digest);
 CREATE TABLE IF NOT EXISTS uploads(id TEXT PRIMARY KEY, repo TEXT NOT NULL, started INTEGER NOT NULL);
 ";
 
+/// How recent a blob's `last_used` may be before a read refreshes it.
+pub const TOUCH_EVERY_MS: i64 = 1000;
+
 /// Seconds since the epoch (token times).
 pub(crate) fn now_secs() -> i64 {
     now_millis() / 1000
@@ -159,17 +162,22 @@ impl Meta {
 
     /// The size of `digest` if linked into `repo`; with `touch`, marks the blob as used now
     /// (so a GC grace period protects it between a client's HEAD and its manifest PUT).
+    ///
+    /// A blob used in the last [`TOUCH_EVERY_MS`] is not written again (pull-heavy loads do
+    /// not turn every GET into a write); the grace period is meant to be far longer.
     pub fn blob_in_repo(&self, repo: &str, digest: &str, touch: bool) -> Result<Option<u64>> {
-        let size = self.with("look up blob", |c| {
+        let found = self.with("look up blob", |c| {
             c.query_row(
-                "SELECT b.size FROM repo_blobs r JOIN blobs b ON b.digest=r.digest
+                "SELECT b.size, b.last_used FROM repo_blobs r JOIN blobs b ON b.digest=r.digest
                  WHERE r.repo=?1 AND r.digest=?2",
                 params![repo, digest],
-                |r| r.get::<_, i64>(0),
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
             )
             .optional()
         })?;
-        if size.is_some() && touch {
+        let size = found.map(|(s, _)| s);
+        let stale = found.is_some_and(|(_, t)| now_millis() - t > TOUCH_EVERY_MS);
+        if stale && touch {
             self.write("touch blob", |tx| {
                 tx.execute(
                     "UPDATE blobs SET last_used=?2 WHERE digest=?1",

@@ -1140,18 +1140,43 @@ async fn upload_delete(inner: Arc<Inner>, name: String, id: String) -> ApiResult
 // ---------- token endpoint ----------
 
 /// `GET /token?service=...&scope=...`: a bearer token for the granted subset of the scopes.
+/// `POST /token` takes the OAuth2 password grant (form: grant_type=password, username,
+/// password, service, scope) as containerd sends it.
 pub(crate) async fn token(State(inner): State<Arc<Inner>>, req: Request) -> Response {
-    let pairs = query_pairs(req.uri().query());
     let Some(tcfg) = inner.token.clone() else {
         return ApiError::new(Code::Unsupported, "token authentication is not enabled")
             .with_status(StatusCode::NOT_FOUND)
             .into_response();
     };
-    let creds = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(auth::parse_basic);
+    let (pairs, creds) = if req.method() == Method::POST {
+        let Ok(body) = axum::body::to_bytes(req.into_body(), 64 * 1024).await else {
+            return oauth_error("invalid_request", "form body too large");
+        };
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(&body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let creds = match q(&pairs, "grant_type") {
+            Some("password") => match (q(&pairs, "username"), q(&pairs, "password")) {
+                (Some(u), Some(p)) => Some((u.to_string(), p.to_string())),
+                _ => return oauth_error("invalid_request", "username and password required"),
+            },
+            Some(g) => {
+                return oauth_error(
+                    "unsupported_grant_type",
+                    &format!("grant type {g} is not supported"),
+                )
+            }
+            None => return oauth_error("invalid_request", "grant_type required"),
+        };
+        (pairs, creds)
+    } else {
+        let creds = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::parse_basic);
+        (query_pairs(req.uri().query()), creds)
+    };
     let inner2 = inner.clone();
     let who = tokio::task::spawn_blocking(move || match (creds, &inner2.htpasswd) {
         (Some((u, p)), Some(ht)) => {
@@ -1217,6 +1242,15 @@ pub(crate) async fn token(State(inner): State<Arc<Inner>>, req: Request) -> Resp
     );
     r.extensions_mut().insert(User(user.unwrap_or_default()));
     r
+}
+
+fn oauth_error(error: &str, description: &str) -> Response {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        "application/json",
+        &serde_json::json!({"error": error, "error_description": description}),
+        Vec::new(),
+    )
 }
 
 /// Seconds since the epoch as an RFC 3339 UTC timestamp.

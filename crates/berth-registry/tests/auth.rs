@@ -241,6 +241,59 @@ async fn token_flow_with_scopes() {
     )
     .await;
     assert_eq!(r.status, 401);
+    // The OAuth2 password grant (POST, as containerd sends it).
+    let form = "grant_type=password&username=alice&password=s3cret&service=berth-test-registry&client_id=test&scope=repository%3Ateam%2Fapp%3Apull";
+    let r = send(
+        a,
+        "POST",
+        "/token",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        form.as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let oauth = format!(
+        "Bearer {}",
+        r.json()["access_token"].as_str().expect("access_token")
+    );
+    let r = send(
+        a,
+        "GET",
+        &format!("/v2/team/app/blobs/{d}"),
+        &[("authorization", &oauth)],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = send(
+        a,
+        "POST",
+        "/v2/team/app/blobs/uploads/",
+        &[("authorization", &oauth)],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.status, 401, "pull-only token pushed");
+    let bad = form.replace("s3cret", "nope");
+    let r = send(
+        a,
+        "POST",
+        "/token",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        bad.into_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let r = send(
+        a,
+        "POST",
+        "/token",
+        &[],
+        b"grant_type=refresh_token&refresh_token=x".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "unsupported_grant_type");
     // Catalog needs registry:catalog:*.
     let r = send(
         a,

@@ -120,6 +120,24 @@ async fn push_monolithic_and_pull() {
         get(a, &format!("/v2/team/app/manifests/{md2}")).await.body,
         m2
     );
+    // Push by a sha512 digest, with extra tags (?tag=).
+    let m3 = image(a, "team/app", "three").await;
+    let md3 = Digest::of(Algorithm::Sha512, &m3);
+    let r = put_manifest(
+        a,
+        "team/app",
+        &format!("{md3}?tag=x1&tag=x2"),
+        OCI_MANIFEST,
+        &m3,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("docker-content-digest"), Some(md3.to_string()));
+    for reference in [md3.to_string(), "x1".into(), "x2".into()] {
+        let r = get(a, &format!("/v2/team/app/manifests/{reference}")).await;
+        assert_eq!(r.body, m3);
+        assert_eq!(r.header("docker-content-digest"), Some(md3.to_string()));
+    }
 }
 
 #[tokio::test]
