@@ -187,3 +187,26 @@ fn timeout_kills_the_hook_and_its_children() {
     let left = processes_with(&format!("sleep {nonce}"));
     assert!(left.is_empty(), "hook processes left behind: {left:?}");
 }
+
+#[test]
+fn chatty_failing_hook_does_not_block_and_error_is_bounded() {
+    // 1 MiB on stderr would fill the pipe and block the hook if nobody read it.
+    let hook = sh_hook(
+        "i=0; while [ $i -lt 1024 ]; do printf '%1024s' x >&2; i=$((i+1)); done; exit 9",
+        &[],
+        Some(vec![]),
+        Some(20),
+    );
+    let e = run_hooks(&[hook], b"{}", "createContainer").unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("exit status 9"),
+        "{}",
+        &msg[..msg.len().min(300)]
+    );
+    assert!(
+        msg.len() < 4096,
+        "stderr excerpt is bounded: {} bytes",
+        msg.len()
+    );
+}
