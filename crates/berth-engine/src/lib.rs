@@ -92,6 +92,9 @@ pub struct Services {
     pub db: Arc<db::EngineDb>,
     /// The orphan reaper: [`reaper::Reaper::exempt`] pids you spawn and wait for yourself.
     pub reaper: reaper::Reaper,
+    /// Cancelled when the daemon stops serving: end endless streams (logs -f, stats, wait)
+    /// so connections drain; do not stop containers.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The engine: every service, shared by the API handlers as `Arc<Engine>`.
@@ -110,6 +113,8 @@ pub struct Engine {
     pub db: Arc<db::EngineDb>,
     /// The orphan reaper (started by [`daemon::run`]).
     pub reaper: reaper::Reaper,
+    /// Cancelled when the daemon stops serving.
+    pub shutdown: tokio_util::sync::CancellationToken,
     /// A stable id for `/info` (kept in `<data-root>/engine-id`).
     pub id: String,
 }
@@ -142,6 +147,7 @@ impl Engine {
         )?);
         let id = engine_id(&config.data_root)?;
         let reaper = reaper::Reaper::new();
+        let shutdown = tokio_util::sync::CancellationToken::new();
         let services = Services {
             config: config.clone(),
             images: images.clone(),
@@ -149,6 +155,7 @@ impl Engine {
             volumes: volumes.clone(),
             db: db.clone(),
             reaper: reaper.clone(),
+            shutdown: shutdown.clone(),
         };
         let containers = containers::ContainerManager::open(&services)?;
         Ok(Arc::new(Engine {
@@ -159,6 +166,7 @@ impl Engine {
             volumes,
             db,
             reaper,
+            shutdown,
             id,
         }))
     }
@@ -172,6 +180,7 @@ impl Engine {
             volumes: self.volumes.clone(),
             db: self.db.clone(),
             reaper: self.reaper.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 }

@@ -18,6 +18,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::api::version::split_version;
@@ -251,14 +253,28 @@ pub async fn serve(
     listeners: Vec<Listener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EngineError> {
+    let token = engine.shutdown.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // endless streams (events, logs -f, stats) end so connections can drain
+        token.cancel();
+    };
     serve_router(crate::api::router(engine), listeners, shutdown).await
 }
 
-fn serve_conn<S>(router: Router, stream: S)
+/// Connection bookkeeping for a graceful stop.
+#[derive(Clone)]
+struct Conns {
+    tracker: TaskTracker,
+    stopping: CancellationToken,
+}
+
+fn serve_conn<S>(conns: &Conns, router: Router, stream: S)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    tokio::spawn(async move {
+    let stopping = conns.stopping.clone();
+    conns.tracker.spawn(async move {
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let router = router.clone();
             async move { Ok::<_, Infallible>(dispatch(router, req).await) }
@@ -267,11 +283,23 @@ where
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), svc)
             .with_upgrades();
-        if let Err(e) = conn.await {
+        tokio::pin!(conn);
+        let res = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stopping.cancelled() => {
+                // finish the request in flight, then close (idle keep-alives close at once)
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = res {
             tracing::debug!("connection: {e}");
         }
     });
 }
+
+/// How long a stop waits for requests in flight.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serve any router through [`dispatch`] (version prefixes, common headers, upgrades).
 pub async fn serve_router<L: Into<Listener>>(
@@ -279,15 +307,20 @@ pub async fn serve_router<L: Into<Listener>>(
     listeners: Vec<L>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EngineError> {
+    let conns = Conns {
+        tracker: TaskTracker::new(),
+        stopping: CancellationToken::new(),
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for l in listeners {
+        let conns = conns.clone();
         let router = router.clone();
         let l: Listener = l.into();
         tasks.spawn(async move {
             match l {
                 Listener::Unix(sock) => loop {
                     match sock.listener.accept().await {
-                        Ok((stream, _)) => serve_conn(router.clone(), stream),
+                        Ok((stream, _)) => serve_conn(&conns, router.clone(), stream),
                         Err(e) => {
                             tracing::warn!("accept on {}: {e}", sock.path.display());
                             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -299,6 +332,7 @@ pub async fn serve_router<L: Into<Listener>>(
                         Ok((stream, peer)) => {
                             let acceptor = acceptor.clone();
                             let router = router.clone();
+                            let conns = conns.clone();
                             tokio::spawn(async move {
                                 match tokio::time::timeout(
                                     std::time::Duration::from_secs(10),
@@ -306,7 +340,7 @@ pub async fn serve_router<L: Into<Listener>>(
                                 )
                                 .await
                                 {
-                                    Ok(Ok(tls)) => serve_conn(router, tls),
+                                    Ok(Ok(tls)) => serve_conn(&conns, router, tls),
                                     Ok(Err(e)) => tracing::info!("tls handshake with {peer}: {e}"),
                                     Err(_) => {
                                         tracing::info!("tls handshake with {peer}: timed out")
@@ -324,7 +358,20 @@ pub async fn serve_router<L: Into<Listener>>(
         });
     }
     shutdown.await;
-    // Dropping the accept tasks drops the listeners, which removes the socket files.
+    // Stop accepting: dropping the accept tasks drops the listeners (and removes the socket
+    // files). Then let requests in flight finish, up to DRAIN_TIMEOUT. Hijacked streams are
+    // not waited for (their containers outlive us anyway).
     tasks.shutdown().await;
+    conns.stopping.cancel();
+    conns.tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, conns.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{} connections still busy after {DRAIN_TIMEOUT:?}; dropping them",
+            conns.tracker.len()
+        );
+    }
     Ok(())
 }

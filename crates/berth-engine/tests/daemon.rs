@@ -74,3 +74,93 @@ fn orphans_are_reaped_waited_children_are_not() {
     d.engine().reaper.release(mine.id() as i32);
     assert!(zombie_children().is_empty(), "{:?}", zombie_children());
 }
+
+/// Stopping lets a request in flight finish, ends event streams, and refuses new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_drains_requests_in_flight() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    let mut d = TestDaemon::start();
+    let c = d.client();
+    let saved = {
+        d.import_busybox("berthtest/drain:1");
+        let s = c.get("/images/get?names=berthtest%2Fdrain%3A1").await;
+        assert_eq!(s.status, 200);
+        c.req("DELETE", "/images/berthtest/drain:1", Bytes::new())
+            .await;
+        s.body
+    };
+    // an open events stream
+    let ev_stream = tokio::net::UnixStream::connect(&d.sock).await.unwrap();
+    let (mut etx, econn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(ev_stream))
+            .await
+            .unwrap();
+    tokio::spawn(econn);
+    let ev = etx
+        .send_request(
+            hyper::Request::builder()
+                .uri("/events")
+                .header("Host", "x")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    // a load whose body arrives slowly
+    let (btx, brx) =
+        tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
+    let body = StreamBody::new(futures_util::stream::unfold(brx, |mut rx| async move {
+        rx.recv().await.map(|f| (f, rx))
+    }));
+    let stream = tokio::net::UnixStream::connect(&d.sock).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let load = tokio::spawn(
+        tx.send_request(
+            hyper::Request::builder()
+                .method("POST")
+                .uri("/images/load")
+                .header("Host", "x")
+                .body(body)
+                .unwrap(),
+        ),
+    );
+    let half = saved.len() / 2;
+    btx.send(Ok(Frame::data(saved.slice(..half))))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // stop while the upload is half done
+    let daemon = d.daemon.take().unwrap();
+    let stopper = tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        daemon.stop().unwrap();
+        t.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!d.sock.exists(), "no new connections once stopping");
+    btx.send(Ok(Frame::data(saved.slice(half..))))
+        .await
+        .unwrap();
+    drop(btx);
+    let resp = load.await.unwrap().expect("load answered");
+    assert_eq!(resp.status(), 200);
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&text).contains("Loaded image: berthtest/drain:1"),
+        "{text:?}"
+    );
+    let ev_body = tokio::time::timeout(Duration::from_secs(3), ev.into_body().collect())
+        .await
+        .expect("events stream ends at stop");
+    assert!(ev_body.is_ok());
+    let took = stopper.await.unwrap();
+    assert!(took < Duration::from_secs(5), "drained in {took:?}");
+    eprintln!("stop with a load in flight took {took:?}");
+}

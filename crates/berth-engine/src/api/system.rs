@@ -339,6 +339,7 @@ async fn events(State(e): State<AppState>, q: Query) -> Result<Response, EngineE
         None => None,
     };
     let (past, mut rx) = e.events.subscribe_since(since);
+    let stopping = e.shutdown.clone();
     let (tx, resp) = stream::json_channel(LineEnd::Lf);
     tokio::spawn(async move {
         for ev in past {
@@ -386,6 +387,7 @@ async fn events(State(e): State<AppState>, q: Query) -> Result<Response, EngineE
                     Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
                 },
                 _ = tx.closed() => return,
+                _ = stopping.cancelled() => return,
             }
         }
     });
