@@ -446,3 +446,64 @@ fn cli_run_with_terminal_proxies_the_pty() {
     assert!(out.contains("got:hello\r\n"), "{out:?}");
     assert_eq!(o.status.code(), Some(6));
 }
+
+#[test]
+fn cli_exec_process_file_detached_with_pid_file() {
+    subreaper();
+    let mut f = Fixture::new();
+    f.write_spec(&f.spec(&["sleep", "60"]));
+    let root = f.root();
+    let id = f.id("pf");
+    let b = f.bundle();
+    let pid_file = f.dir().join("init.pid");
+    assert_eq!(
+        berth_quiet(
+            &root,
+            &[
+                "run",
+                "-d",
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+                "-b",
+                b.to_str().unwrap(),
+                &id
+            ]
+        )
+        .0,
+        0
+    );
+    let init: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    f.pids.push(init);
+    let process = json!({
+        "terminal": false,
+        "user": {"uid": 0, "gid": 0},
+        "args": ["sh", "-c", "echo from-process-file > /tmp/pf; sleep 0.2"],
+        "env": ["PATH=/bin"],
+        "cwd": "/",
+    });
+    let pfile = f.dir().join("process.json");
+    std::fs::write(&pfile, process.to_string()).unwrap();
+    let exec_pid_file = f.dir().join("exec.pid");
+    let (code, err) = berth_quiet(
+        &root,
+        &[
+            "exec",
+            "-d",
+            "--pid-file",
+            exec_pid_file.to_str().unwrap(),
+            "--process",
+            pfile.to_str().unwrap(),
+            &id,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let epid: i32 = std::fs::read_to_string(&exec_pid_file)
+        .unwrap()
+        .parse()
+        .unwrap();
+    f.pids.push(epid);
+    assert_eq!(wait_child(epid), 0);
+    assert_eq!(f.read_out("/tmp/pf"), "from-process-file\n");
+    assert_eq!(berth_quiet(&root, &["delete", "-f", &id]).0, 0);
+    wait_child(init);
+}
