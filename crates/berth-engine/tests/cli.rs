@@ -355,3 +355,57 @@ fn docker_events_since_until() {
     ]);
     assert_eq!(out.trim(), "destroy berthtest-e1");
 }
+
+/// `docker events` streams live: the CLI prints an event as it happens.
+#[test]
+fn docker_events_live() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    if !have_docker() {
+        return;
+    }
+    let d = TestDaemon::start();
+    let mut child = std::process::Command::new("docker")
+        .args([
+            "-H",
+            &d.host(),
+            "events",
+            "--filter",
+            "type=volume",
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.ID}}",
+        ])
+        .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Kill(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    // the CLI subscribes asynchronously: create volumes until one is reported
+    let mut got = None;
+    for i in 0..50 {
+        d.docker_ok(&["volume", "create", &format!("berthtest-live{i}")]);
+        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            got = Some(l);
+            break;
+        }
+    }
+    let l = got.expect("docker events printed a live event");
+    assert!(l.starts_with("volume create berthtest-live"), "{l}");
+}
