@@ -116,7 +116,14 @@ impl UnixSocket {
             std::fs::create_dir_all(dir)
                 .map_err(|e| EngineError::io(format!("create {}", dir.display()), e))?;
         }
-        if path.exists() {
+        if let Ok(md) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            if !md.file_type().is_socket() {
+                return Err(EngineError::conflict(format!(
+                    "listen on {}: the path exists and is not a socket",
+                    path.display()
+                )));
+            }
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(EngineError::conflict(format!(
                     "listen on {}: another daemon is already serving it",

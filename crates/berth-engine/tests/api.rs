@@ -918,3 +918,32 @@ async fn rmi_conflicts_with_a_container_hold() {
     assert_eq!(r.status, 200, "{}", r.text());
     d.engine().images.db().release_holder(&holder).unwrap();
 }
+
+#[test]
+fn socket_path_that_is_a_file_is_not_replaced() {
+    let dir = tempfile::Builder::new()
+        .prefix("berthtest")
+        .tempdir()
+        .unwrap();
+    let f = dir.path().join("precious");
+    std::fs::write(&f, b"keep me").unwrap();
+    let e = berth_engine::server::UnixSocket::bind(&f).unwrap_err();
+    assert!(e.to_string().contains("not a socket"), "{e}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"keep me");
+    // a stale socket (nobody listening) is replaced
+    let s = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&s).unwrap());
+    let _rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _g = _rt.enter();
+    let sock = berth_engine::server::UnixSocket::bind(&s).expect("stale socket replaced");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&s).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+    drop(sock);
+    assert!(!s.exists());
+}
