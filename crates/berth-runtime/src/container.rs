@@ -215,6 +215,7 @@ impl Runtime {
             extra_env.push(format!("LISTEN_FDS={}", opts.listen_fds));
             extra_env.push("LISTEN_PID=1".to_string());
         }
+        let seccomp = self.compile_seccomp(&spec)?;
         let created = crate::timefmt::rfc3339_nanos(SystemTime::now());
         let annotations = spec
             .annotations()
@@ -238,6 +239,7 @@ impl Runtime {
             extra_env,
             parent_hooks,
             setsid: true,
+            seccomp: seccomp.as_ref(),
         };
         let (pchan, cchan) = sync::pair().map_err(|e| Error::io("create sync socket", e))?;
         let spid = match berth_sys::process::fork().map_err(|e| Error::io("fork", e))? {
@@ -364,6 +366,21 @@ impl Runtime {
         cleanup.armed = false;
         state.status = Status::Created;
         Ok(state)
+    }
+
+    /// Compile the spec's seccomp filter before forking (errors reach the caller directly),
+    /// reusing programs cached under `<root>/.seccomp-cache`.
+    fn compile_seccomp(&self, spec: &Spec) -> Result<Option<crate::seccomp::CompiledFilter>> {
+        let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+            return Ok(None);
+        };
+        let cache = self.root.path().join(".seccomp-cache");
+        crate::seccomp::build_filter_cached(s, &cache)
+            .map(Some)
+            .map_err(|e| Error::Init {
+                msg: format!("linux.seccomp: {e}"),
+                kind: e.kind(),
+            })
     }
 
     fn status_of(&self, p: &Persisted) -> Status {
@@ -627,6 +644,7 @@ impl Runtime {
             })?),
             None => None,
         };
+        let seccomp = self.compile_seccomp(&p.spec)?;
         let mut join = Vec::new();
         let nss = p
             .spec
@@ -672,6 +690,7 @@ impl Runtime {
             extra_env: Vec::new(),
             parent_hooks: false,
             setsid: terminal,
+            seccomp: seccomp.as_ref(),
         };
         let (pchan, cchan) = sync::pair().map_err(|e| Error::io("create sync socket", e))?;
         let spid = match berth_sys::process::fork().map_err(|e| Error::io("fork", e))? {

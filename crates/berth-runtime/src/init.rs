@@ -59,6 +59,8 @@ pub(crate) struct ChildConfig<'a> {
     pub(crate) parent_hooks: bool,
     /// Make the process a session leader even without a terminal.
     pub(crate) setsid: bool,
+    /// The seccomp filter, compiled by the parent before fork.
+    pub(crate) seccomp: Option<&'a crate::seccomp::CompiledFilter>,
 }
 
 fn ns_flag(t: LinuxNamespaceType) -> i32 {
@@ -350,16 +352,9 @@ fn init(cfg: &ChildConfig<'_>, chan: &Channel) -> SetupResult<Never> {
         // No LSM support: labels are accepted and ignored (features reports them as disabled).
         tracing::debug!("apparmor profile / selinux label ignored: no LSM support in berth");
     }
-    // Seccomp filter compiled now, so errors surface at create.
-    let filter = match cfg.spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
-        Some(s) => Some(
-            crate::seccomp::build_filter(&s)
-                .map_err(|e| SetupError::new(e.to_string(), e.kind()))?,
-        ),
-        None => None,
-    };
+    let filter = cfg.seccomp;
     let nnp = p.no_new_privileges().unwrap_or(false);
-    if let (Some(f), false) = (&filter, nnp) {
+    if let (Some(f), false) = (filter, nnp) {
         // Without no_new_privs loading needs CAP_SYS_ADMIN: load before dropping privileges.
         f.load()
             .map_err(|e| SetupError::new(e.to_string(), e.kind()))?;
@@ -425,7 +420,7 @@ fn init(cfg: &ChildConfig<'_>, chan: &Channel) -> SetupResult<Never> {
         rustix::thread::set_no_new_privs(true)
             .map_err(|e| SetupError::io("prctl PR_SET_NO_NEW_PRIVS", e))?;
     }
-    if let (Some(f), true) = (&filter, nnp) {
+    if let (Some(f), true) = (filter, nnp) {
         f.load()
             .map_err(|e| SetupError::new(e.to_string(), e.kind()))?;
     }

@@ -94,12 +94,12 @@ pub struct Persisted {
     pub cgroup: Option<serde_json::Value>,
 }
 
-/// Validate a container id: runc's `^[\w+\-.]+$`, not `.` or `..`.
+/// Validate a container id: runc's `^[\w+\-.]+$`, not starting with `.` (names starting
+/// with a dot under the root are berth's own, e.g. the seccomp cache).
 pub fn validate_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 1024
-        && id != "."
-        && id != ".."
+        && !id.starts_with('.')
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-' | b'.'));
@@ -266,7 +266,7 @@ impl Root {
             .filter_map(|e| e.ok())
             .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| validate_id(n).is_ok())
+            .filter(|n| !n.starts_with('.') && validate_id(n).is_ok())
             .collect();
         ids.sort();
         Ok(ids)
@@ -298,7 +298,7 @@ mod tests {
         for ok in ["a", "abc-1_2+x.y", "A9"] {
             assert!(validate_id(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "a/b", "a b", "ä"] {
+        for bad in ["", ".", "..", ".hidden", "a/b", "a b", "ä"] {
             assert!(validate_id(bad).is_err(), "{bad:?}");
         }
     }

@@ -775,3 +775,22 @@ fn kill_all_reaches_every_process_and_exec_joins_a_user_namespace() {
     assert!(rt.pids(&id).unwrap().is_empty());
     rt.delete(&id, false).unwrap();
 }
+
+#[test]
+fn seccomp_filter_applies_to_the_process() {
+    let mut f = Fixture::new();
+    let mut spec = f.sh("mkdir /tmp/blocked 2> /tmp/out; echo rc=$? >> /tmp/out; grep Seccomp: /proc/self/status >> /tmp/out");
+    spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    });
+    let (code, out) = run_once(&mut f, "seccomp", &spec);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(out.contains("rc=1"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(!f.rootfs().join("tmp/blocked").exists());
+    // the compiled program was cached under the root, which lists no container for it
+    assert!(f.root().join(".seccomp-cache").is_dir());
+    assert!(Runtime::new(f.root()).list().unwrap().is_empty());
+}
