@@ -378,6 +378,10 @@ impl Monitor {
             if !c.out.is_empty() {
                 f |= PollFlags::OUT;
             }
+            if f.is_empty() {
+                // poll reports HUP even for no events: a closed peer would spin the loop
+                continue;
+            }
             slots.push(Slot::Conn(i));
             fds.push(PollFd::new(&c.sock, f));
         }
@@ -445,6 +449,11 @@ impl Monitor {
                 }
                 if flags.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
                     self.read_conn(i);
+                }
+                if flags.intersects(PollFlags::HUP | PollFlags::ERR)
+                    && self.conns[i].as_ref().is_some_and(|c| c.read_eof)
+                {
+                    self.drop_conn(i);
                 }
             }
             Slot::Out(t) => self.read_output(t, 1),

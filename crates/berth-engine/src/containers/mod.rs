@@ -986,6 +986,16 @@ impl ContainerManager {
             });
             self.save_ctr(c);
             self.unmount_and_release(&r);
+            // attach streams waiting for this start end now
+            c.pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            if r.host_config.auto_remove {
+                let me = self.clone();
+                let c2 = c.clone();
+                tokio::spawn(async move {
+                    // after this start's lock is released
+                    let _ = me.remove(&c2, true, false).await;
+                });
+            }
             let kind = match ready.error_kind() {
                 ErrorKind::NotFound | ErrorKind::PermissionDenied | ErrorKind::InvalidInput => {
                     ErrorKind::InvalidInput
