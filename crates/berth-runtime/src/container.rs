@@ -288,7 +288,13 @@ impl Runtime {
         let mut init_pid = 0;
         let mut hooks_pending = false;
         let mut ready = false;
+        let mut notify_fd: Option<OwnedFd> = None;
         loop {
+            if init_pid != 0 {
+                if let Some(fd) = notify_fd.take() {
+                    send_notify(seccomp.as_ref(), &fd, init_pid, &state)?;
+                }
+            }
             if init_pid != 0 && hooks_pending {
                 hooks_pending = false;
                 let json = serde_json::to_string(&state).unwrap_or_default();
@@ -301,7 +307,15 @@ impl Runtime {
             if init_pid != 0 && ready {
                 break;
             }
-            match pchan.recv().map_err(|e| Error::io("sync: receive", e))? {
+            let (msg, fd) = match pchan
+                .recv_with_fd()
+                .map_err(|e| Error::io("sync: receive", e))?
+            {
+                Some((m, fd)) => (Some(m), fd),
+                None => (None, None),
+            };
+            match msg {
+                Some(Msg::SeccompFd) => notify_fd = fd,
                 Some(Msg::MapsPlease) => {
                     write_maps(spid, &spec)?;
                     pchan
@@ -718,8 +732,22 @@ impl Runtime {
             .send(&Msg::CgroupDone)
             .map_err(|e| Error::io("sync: send", e))?;
         let mut pid = 0;
+        let mut notify_fd: Option<OwnedFd> = None;
         loop {
-            match pchan.recv().map_err(|e| Error::io("sync: receive", e))? {
+            if pid != 0 {
+                if let Some(fd) = notify_fd.take() {
+                    send_notify(seccomp.as_ref(), &fd, pid, &self.to_state(&p))?;
+                }
+            }
+            let (msg, fd) = match pchan
+                .recv_with_fd()
+                .map_err(|e| Error::io("sync: receive", e))?
+            {
+                Some((m, fd)) => (Some(m), fd),
+                None => (None, None),
+            };
+            match msg {
+                Some(Msg::SeccompFd) => notify_fd = fd,
                 Some(Msg::Pid(x)) => {
                     pid = x;
                     cleanup.pids.push(x);
@@ -777,6 +805,24 @@ fn cgroup_resources(spec: &Spec) -> Option<oci_spec::runtime::LinuxResources> {
         r.set_devices(Some(rules));
     }
     Some(r)
+}
+
+/// Hand a seccomp user-notification fd to the filter's listener (OCI `listenerPath`).
+fn send_notify(
+    filter: Option<&crate::seccomp::CompiledFilter>,
+    fd: &OwnedFd,
+    pid: i32,
+    state: &State,
+) -> Result<()> {
+    let Some(listener) = filter.and_then(|f| f.listener()) else {
+        return Ok(());
+    };
+    let json = serde_json::to_vec(state).unwrap_or_default();
+    use std::os::fd::AsFd;
+    crate::seccomp::send_notify_fd(listener, fd.as_fd(), pid, &json).map_err(|e| Error::Init {
+        msg: format!("seccomp listener: {e}"),
+        kind: e.kind(),
+    })
 }
 
 /// After a setup error: read the remaining messages until every child end is closed (the

@@ -354,10 +354,10 @@ fn init(cfg: &ChildConfig<'_>, chan: &Channel) -> SetupResult<Never> {
     }
     let filter = cfg.seccomp;
     let nnp = p.no_new_privileges().unwrap_or(false);
+    let notify = filter.is_some_and(|f| f.listener().is_some());
     if let (Some(f), false) = (filter, nnp) {
         // Without no_new_privs loading needs CAP_SYS_ADMIN: load before dropping privileges.
-        f.load()
-            .map_err(|e| SetupError::new(e.to_string(), e.kind()))?;
+        load_seccomp(f, chan)?;
     }
     proc_setup::drop_bounding(p)?;
     proc_setup::set_keep_caps(true)?;
@@ -394,6 +394,13 @@ fn init(cfg: &ChildConfig<'_>, chan: &Channel) -> SetupResult<Never> {
     }
     berth_sys::fd::cloexec_from(3 + cfg.preserve_fds)
         .map_err(|e| SetupError::io("close_range", e))?;
+    if let (Some(f), true, true) = (filter, nnp, notify) {
+        // The notify fd must reach the listener through the parent, which is only there until
+        // Ready: load now (the rest of the setup runs under the filter, as with runc).
+        rustix::thread::set_no_new_privs(true)
+            .map_err(|e| SetupError::io("prctl PR_SET_NO_NEW_PRIVS", e))?;
+        load_seccomp(f, chan)?;
+    }
     if let Some(fifo) = cfg.exec_fifo {
         chan.send(&Msg::Ready)
             .map_err(|e| SetupError::io("sync: send", e))?;
@@ -416,16 +423,29 @@ fn init(cfg: &ChildConfig<'_>, chan: &Channel) -> SetupResult<Never> {
                 .map_err(|e| SetupError::new(e.to_string(), e.kind()))?;
         }
     }
-    if nnp {
+    if nnp && !notify {
         rustix::thread::set_no_new_privs(true)
             .map_err(|e| SetupError::io("prctl PR_SET_NO_NEW_PRIVS", e))?;
-    }
-    if let (Some(f), true) = (filter, nnp) {
-        f.load()
-            .map_err(|e| SetupError::new(e.to_string(), e.kind()))?;
+        if let Some(f) = filter {
+            f.load()
+                .map_err(|e| SetupError::new(e.to_string(), e.kind()))?;
+        }
     }
     berth_sys::process::reset_signals().map_err(|e| SetupError::io("reset signals", e))?;
     Err(proc_setup::exec(&exe, &args, &env))
+}
+
+/// Load `f`; with a notify listener, send the user-notification fd to the parent.
+fn load_seccomp(f: &crate::seccomp::CompiledFilter, chan: &Channel) -> SetupResult {
+    let err = |e: crate::seccomp::SeccompError| SetupError::new(e.to_string(), e.kind());
+    if f.listener().is_none() {
+        return f.load().map_err(err);
+    }
+    if let Some(fd) = f.load_notify().map_err(err)? {
+        chan.send_with_fd(&Msg::SeccompFd, fd.as_fd())
+            .map_err(|e| SetupError::io("send seccomp notify fd", e))?;
+    }
+    Ok(())
 }
 
 /// Whether setgroups(2) is allowed (not denied through /proc/self/setgroups).

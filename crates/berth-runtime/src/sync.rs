@@ -32,6 +32,9 @@ pub(crate) enum Msg {
     HooksDone(String),
     /// child -> parent: setup done; waiting for `start`.
     Ready,
+    /// child -> parent: the seccomp user-notification fd travels with this message
+    /// (SCM_RIGHTS); the parent hands it to the filter's listener.
+    SeccompFd,
     /// child -> parent: setup failed.
     Error {
         /// What failed, e.g. `mount proc on /proc: permission denied`.
@@ -90,16 +93,53 @@ impl Channel {
         Ok(())
     }
 
+    /// Send `m` with `fd` attached (SCM_RIGHTS).
+    pub(crate) fn send_with_fd(&self, m: &Msg, fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
+        let buf = serde_json::to_vec(m).map_err(io::Error::other)?;
+        let fds = [fd];
+        let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut anc = SendAncillaryBuffer::new(&mut space);
+        if !anc.push(SendAncillaryMessage::ScmRights(&fds)) {
+            return Err(io::Error::other("ancillary buffer too small"));
+        }
+        net::sendmsg(
+            self.fd.as_fd(),
+            &[io::IoSlice::new(&buf)],
+            &mut anc,
+            SendFlags::NOSIGNAL,
+        )?;
+        Ok(())
+    }
+
     /// The next message; `None` on EOF (every peer end closed).
     pub(crate) fn recv(&self) -> io::Result<Option<Msg>> {
+        Ok(self.recv_with_fd()?.map(|(m, _)| m))
+    }
+
+    /// The next message and the fd sent with it, if any.
+    pub(crate) fn recv_with_fd(&self) -> io::Result<Option<(Msg, Option<OwnedFd>)>> {
+        use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};
         let mut buf = vec![0u8; 64 * 1024];
+        let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
         loop {
-            match net::recv(self.fd.as_fd(), &mut buf, RecvFlags::empty()) {
-                Ok((0, _)) => return Ok(None),
-                Ok((n, _)) => {
-                    return serde_json::from_slice(&buf[..n])
-                        .map(Some)
-                        .map_err(io::Error::other)
+            let mut anc = RecvAncillaryBuffer::new(&mut space);
+            match net::recvmsg(
+                self.fd.as_fd(),
+                &mut [io::IoSliceMut::new(&mut buf)],
+                &mut anc,
+                RecvFlags::CMSG_CLOEXEC,
+            ) {
+                Ok(r) if r.bytes == 0 => return Ok(None),
+                Ok(r) => {
+                    let mut fd = None;
+                    for c in anc.drain() {
+                        if let RecvAncillaryMessage::ScmRights(mut fds) = c {
+                            fd = fds.next();
+                        }
+                    }
+                    let m = serde_json::from_slice(&buf[..r.bytes]).map_err(io::Error::other)?;
+                    return Ok(Some((m, fd)));
                 }
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),

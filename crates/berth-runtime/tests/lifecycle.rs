@@ -794,3 +794,65 @@ fn seccomp_filter_applies_to_the_process() {
     assert!(f.root().join(".seccomp-cache").is_dir());
     assert!(Runtime::new(f.root()).list().unwrap().is_empty());
 }
+
+/// SCMP_ACT_NOTIFY: the notify fd reaches the agent at listenerPath with the container's
+/// state, and the agent's answer is what the container's syscall returns.
+#[test]
+fn seccomp_notify_fd_reaches_the_listener() {
+    let mut f = Fixture::new();
+    let sock = f.dir().join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let mut spec = f.sh("mkdir /tmp/notified 2> /tmp/out; echo rc=$? >> /tmp/out");
+    spec["process"]["noNewPrivileges"] = json!(true);
+    spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": sock,
+        "listenerMetadata": "berth-agent",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    });
+    f.write_spec(&spec);
+    let rt = Runtime::new(f.root());
+    let id = f.id("notify");
+    let st = rt.create(&id, &opts(&f)).unwrap();
+    f.pids.push(st.pid);
+    // create connected while we were not accepting; the message waits in the socket
+    let (conn, _) = listener.accept().unwrap();
+    let mut buf = vec![0u8; 16384];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut cmsg = rustix::net::RecvAncillaryBuffer::new(&mut space);
+    let msg = rustix::net::recvmsg(
+        &conn,
+        &mut [std::io::IoSliceMut::new(&mut buf)],
+        &mut cmsg,
+        rustix::net::RecvFlags::CMSG_CLOEXEC,
+    )
+    .unwrap();
+    let mut fds = Vec::new();
+    for m in cmsg.drain() {
+        if let rustix::net::RecvAncillaryMessage::ScmRights(it) = m {
+            fds.extend(it);
+        }
+    }
+    assert_eq!(fds.len(), 1);
+    let v: serde_json::Value = serde_json::from_slice(&buf[..msg.bytes]).unwrap();
+    assert_eq!(v["pid"], json!(st.pid));
+    assert_eq!(v["metadata"], "berth-agent");
+    assert_eq!(v["state"]["id"], json!(id));
+    rt.start(&id).unwrap();
+    use std::os::fd::AsRawFd;
+    let raw = fds[0].as_raw_fd();
+    let req = libseccomp::ScmpNotifReq::receive(raw).unwrap();
+    assert!(req.data.syscall.get_name().unwrap().starts_with("mkdir"));
+    libseccomp::ScmpNotifResp::new_error(
+        req.id,
+        -libc::EXDEV,
+        libseccomp::ScmpNotifRespFlags::empty(),
+    )
+    .respond(raw)
+    .unwrap();
+    assert_eq!(wait_child(st.pid), 0);
+    let out = f.read_out("/tmp/out");
+    assert!(out.contains("rc=1"), "{out}");
+    assert!(out.to_lowercase().contains("cross-device"), "{out}");
+    rt.delete(&id, false).unwrap();
+}
