@@ -410,7 +410,10 @@ pub(crate) async fn fail(resp: Response<Incoming>, context: String, what: &str) 
         msg
     };
     match status {
-        StatusCode::NOT_FOUND => Error::NotFound(format!("{what} not found: {msg}")),
+        StatusCode::NOT_FOUND => Error::NotFound(format!(
+            "{what} not found: {}",
+            crate::error::registry_code(&body).unwrap_or(msg)
+        )),
         StatusCode::UNAUTHORIZED => Error::Unauthorized(format!("{context}: unauthorized: {msg}")),
         StatusCode::FORBIDDEN => Error::Denied(format!("{context}: denied: {msg}")),
         s => Error::Status {

@@ -102,6 +102,14 @@ impl From<Error> for berth_image::ImageError {
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The first error code of a registry's JSON error body in words (`MANIFEST_UNKNOWN` →
+/// `manifest unknown`), as Docker prints it.
+pub(crate) fn registry_code(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let code = v.get("errors")?.get(0)?.get("code")?.as_str()?;
+    Some(code.to_lowercase().replace('_', " "))
+}
+
 /// The first error of a registry's JSON error body (`{"errors":[{"code","message"}]}`):
 /// its message, or its code in lower case, or the raw body.
 pub(crate) fn registry_message(body: &[u8]) -> String {

@@ -1,0 +1,160 @@
+//! Round trips through berth's own registry server (crates/berth-registry), in process on
+//! 127.0.0.1: push (chunked), cross-repository mount on the second push, pull into a fresh data
+//! root, by tag and by digest, file contents compared.
+
+mod common;
+
+use berth_core::{ErrorKind, Reference};
+use berth_distribution::{pull, push, ProgressStatus};
+use common::*;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn push_mount_pull_round_trip_with_berth_registry() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg =
+        berth_registry::Config::new(tmp.path().join("registry"), "127.0.0.1:0".parse().unwrap());
+    let server = rt.block_on(berth_registry::Server::start(cfg)).unwrap();
+    let host = format!("127.0.0.1:{}", server.addr().port());
+    let sfx = suffix();
+
+    let src = source_root(
+        &tmp.path().join("src"),
+        &format!("berthtest/src-{sfx}:v1"),
+        7,
+    );
+    let client = client(1 << 20);
+    let events = Events::default();
+    let dest_a: Reference = format!("{host}/berthtest/a-{sfx}:v1").parse().unwrap();
+    let r1 = push(
+        &src,
+        &client,
+        rt.handle(),
+        &format!("berthtest/src-{sfx}:v1"),
+        &dest_a,
+        &|p| events.push(p),
+    )
+    .unwrap();
+    assert_eq!(r1.uploaded, 2, "config and layer uploaded: {r1:?}");
+    assert_eq!(r1.mounted, 0);
+    let ev = events.take();
+    assert!(ev.iter().any(|e| matches!(e.status, ProgressStatus::Pushing { current, total } if current > 0 && current < total)),
+        "chunked upload reports intermediate progress");
+    assert!(ev.iter().any(|e| e.status == ProgressStatus::Pushed));
+    let local = src.resolve(&format!("berthtest/src-{sfx}:v1")).unwrap();
+    assert_eq!(
+        r1.digest, local.target.digest,
+        "the registry stored our manifest bytes"
+    );
+
+    // Second push to another repository of the same registry: blobs are mounted.
+    let dest_b: Reference = format!("{host}/berthtest/b-{sfx}:v2").parse().unwrap();
+    let r2 = push(
+        &src,
+        &client,
+        rt.handle(),
+        &format!("berthtest/src-{sfx}:v1"),
+        &dest_b,
+        &|p| events.push(p),
+    )
+    .unwrap();
+    assert_eq!((r2.uploaded, r2.mounted), (0, 2), "{r2:?}");
+    let ev = events.take();
+    assert!(ev
+        .iter()
+        .any(|e| e.status == ProgressStatus::MountedFrom(format!("berthtest/a-{sfx}"))));
+    // Pushing again to the same repository: the registry already has everything.
+    let r3 = push(
+        &src,
+        &client,
+        rt.handle(),
+        &format!("berthtest/src-{sfx}:v1"),
+        &dest_b,
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!((r3.uploaded, r3.mounted, r3.existing), (0, 0, 2));
+
+    // Pull into a fresh data root, by tag.
+    let dst = berth_image::ImageService::open(tmp.path().join("dst")).unwrap();
+    let pulled = pull(&dst, &client, rt.handle(), &dest_b, &|p| events.push(p)).unwrap();
+    assert_eq!(pulled.target, r1.digest);
+    assert_eq!(pulled.downloaded, 1);
+    let img = dst.resolve(&dest_b.to_string()).unwrap();
+    assert_eq!(img.id, local.id);
+    for (path, data) in fixture_files(7) {
+        assert_eq!(
+            read_image_file(&dst, &dest_b.to_string(), &path),
+            data,
+            "{path}"
+        );
+    }
+    let ev = events.take();
+    let statuses: Vec<_> = ev.iter().map(|e| e.status.clone()).collect();
+    let pos = |f: &dyn Fn(&ProgressStatus) -> bool| statuses.iter().position(|s| f(s)).unwrap();
+    let waiting = pos(&|s| *s == ProgressStatus::Waiting);
+    let downloading = pos(&|s| matches!(s, ProgressStatus::Downloading { .. }));
+    let verifying = pos(&|s| *s == ProgressStatus::Verifying);
+    let extracting = pos(&|s| *s == ProgressStatus::Extracting);
+    let complete = pos(&|s| *s == ProgressStatus::PullComplete);
+    assert!(
+        waiting < downloading
+            && downloading < verifying
+            && verifying < extracting
+            && extracting < complete,
+        "{statuses:?}"
+    );
+    let json = ev[downloading].to_json();
+    assert_eq!(json["status"], "Downloading");
+    assert_eq!(json["id"].as_str().unwrap().len(), 12);
+    assert!(json["progressDetail"]["total"].as_u64().unwrap() > 0);
+
+    // By digest, into another fresh root; then again: the layer already exists.
+    let by_digest = dest_a.with_digest(r1.digest.clone());
+    let dst2 = berth_image::ImageService::open(tmp.path().join("dst2")).unwrap();
+    let p2 = pull(&dst2, &client, rt.handle(), &by_digest, &|_| {}).unwrap();
+    assert_eq!(p2.target, r1.digest);
+    assert_eq!(
+        read_image_file(&dst2, &by_digest.to_string(), "etc/hostname"),
+        b"berthtest-7\n"
+    );
+    let p3 = pull(&dst2, &client, rt.handle(), &dest_a, &|p| events.push(p)).unwrap();
+    assert_eq!((p3.downloaded, p3.already), (0, 1));
+    assert!(events
+        .take()
+        .iter()
+        .any(|e| e.status == ProgressStatus::AlreadyExists));
+
+    // Push by digest.
+    let by_digest_c: Reference = format!("{host}/berthtest/c-{sfx}@{}", r1.digest)
+        .parse()
+        .unwrap();
+    let r4 = push(
+        &src,
+        &client,
+        rt.handle(),
+        &format!("berthtest/src-{sfx}:v1"),
+        &by_digest_c,
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(r4.digest, r1.digest);
+
+    // Unknown tag: NotFound with Docker's message.
+    let missing: Reference = format!("{host}/berthtest/a-{sfx}:nope").parse().unwrap();
+    let e = pull(&dst, &client, rt.handle(), &missing, &|_| {}).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!("manifest for {host}/berthtest/a-{sfx}:nope not found: manifest unknown")
+    );
+    rt.block_on(server.shutdown());
+}
