@@ -53,6 +53,8 @@ pub(crate) fn collect(inner: &Inner, grace: Duration, upload_idle: Duration) -> 
         if !idle {
             continue;
         }
+        // A parked writer holds the ingest's lock; an idle session's writer is let go first.
+        drop(inner.take_writer(&id));
         match inner.store.abort(&reference) {
             Ok(()) | Err(StoreError::IngestNotFound(_)) => {
                 inner.meta.delete_upload(&id)?;

@@ -27,6 +27,7 @@ mod meta;
 pub mod route;
 mod server;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -92,9 +93,27 @@ pub(crate) struct Inner {
     pub(crate) htpasswd: Option<Htpasswd>,
     pub(crate) token: Option<TokenConfig>,
     stripes: Vec<Mutex<()>>,
+    /// Open writers of upload sessions between requests (keeps their hash state and lock).
+    writers: Mutex<HashMap<String, berth_content::Writer>>,
 }
 
 impl Inner {
+    /// Take the parked writer of upload `id`, if any.
+    pub(crate) fn take_writer(&self, id: &str) -> Option<berth_content::Writer> {
+        self.writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+    }
+
+    /// Park upload `id`'s writer until its next request.
+    pub(crate) fn park_writer(&self, id: &str, w: berth_content::Writer) {
+        self.writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), w);
+    }
+
     /// The lock serialising commits, mounts, manifest pushes and GC deletion of `d`.
     pub(crate) fn stripe(&self, d: &Digest) -> MutexGuard<'_, ()> {
         let e = d.encoded().as_bytes();
@@ -139,6 +158,7 @@ impl Registry {
                 meta,
                 htpasswd,
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                writers: Mutex::new(HashMap::new()),
             }),
         })
     }

@@ -824,7 +824,6 @@ async fn append(
     name: &str,
     id: &str,
     req: Request,
-    range_required: bool,
 ) -> Result<berth_content::Writer, ApiError> {
     let content_range = req
         .headers()
@@ -834,48 +833,58 @@ async fn append(
     let st = inner.clone();
     let reference = ingest_ref(id);
     let (n2, id2) = (name.to_string(), id.to_string());
-    let w = blocking(move || match st.store.writer(&reference, None) {
-        Ok(w) => Ok(w),
-        Err(StoreError::Locked(_)) => {
-            let off = st
-                .store
-                .ingest_status(&reference)
-                .map(|s| s.offset)
-                .unwrap_or(0);
-            Err(ApiError::new(
-                Code::BlobUploadInvalid,
-                format!("upload {id2} is busy with another request"),
-            )
-            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-            .with_header(header::RANGE, &range_header(off))
-            .with_header(header::LOCATION, &format!("/v2/{n2}/blobs/uploads/{id2}")))
+    // A writer parked by the previous request continues without re-hashing the data so far.
+    let parked = inner.take_writer(id);
+    let w = match parked {
+        Some(w) => w,
+        None => {
+            blocking(move || match st.store.writer(&reference, None) {
+                Ok(w) => Ok(w),
+                Err(StoreError::Locked(_)) => {
+                    let off = st
+                        .store
+                        .ingest_status(&reference)
+                        .map(|s| s.offset)
+                        .unwrap_or(0);
+                    Err(ApiError::new(
+                        Code::BlobUploadInvalid,
+                        format!("upload {id2} is busy with another request"),
+                    )
+                    .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .with_header(header::RANGE, &range_header(off))
+                    .with_header(header::LOCATION, &format!("/v2/{n2}/blobs/uploads/{id2}")))
+                }
+                Err(e) => Err(ApiError::internal(e)),
+            })
+            .await?
         }
-        Err(e) => Err(ApiError::internal(e)),
-    })
-    .await?;
+    };
     let mut limit = None;
     match content_range.as_deref().map(parse_content_range) {
         Some(Some((start, end))) => {
             if start != w.offset() {
+                let off = w.offset();
+                inner.park_writer(id, w);
                 return Err(ApiError::new(
                     Code::BlobUploadInvalid,
-                    format!("chunk starts at {start}, the upload is at {}", w.offset()),
+                    format!("chunk starts at {start}, the upload is at {off}"),
                 )
                 .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .with_header(header::RANGE, &range_header(w.offset()))
+                .with_header(header::RANGE, &range_header(off))
                 .with_header(header::LOCATION, &format!("/v2/{name}/blobs/uploads/{id}"))
                 .with_header(header::HeaderName::from_static("docker-upload-uuid"), id));
             }
             limit = Some(end - start + 1);
         }
         Some(None) => {
+            let off = w.offset();
+            inner.park_writer(id, w);
             return Err(
                 ApiError::new(Code::BlobUploadInvalid, "malformed Content-Range")
                     .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-                    .with_header(header::RANGE, &range_header(w.offset())),
-            )
+                    .with_header(header::RANGE, &range_header(off)),
+            );
         }
-        None if range_required => {}
         None => {}
     }
     write_body(w, req.into_body(), limit).await
@@ -1074,9 +1083,9 @@ async fn upload_status(inner: Arc<Inner>, name: String, id: String) -> ApiResult
 
 async fn upload_patch(inner: Arc<Inner>, name: String, id: String, req: Request) -> ApiResult {
     check_upload(&inner, &name, &id).await?;
-    let w = append(&inner, &name, &id, req, false).await?;
+    let w = append(&inner, &name, &id, req).await?;
     let off = w.offset();
-    drop(w);
+    inner.park_writer(&id, w);
     Ok(empty(
         StatusCode::ACCEPTED,
         &upload_headers(&name, &id, off),
@@ -1094,7 +1103,7 @@ async fn upload_put(
     let ds = q(pairs, "digest")
         .ok_or_else(|| ApiError::new(Code::DigestInvalid, "digest parameter missing"))?;
     let d = parse_digest(ds)?;
-    let w = append(&inner, &name, &id, req, false).await?;
+    let w = append(&inner, &name, &id, req).await?;
     let res = finish(&inner, &name, w, d.clone()).await;
     if matches!(&res, Err(e) if e.code == Code::DigestInvalid) {
         // The store dropped the proven-wrong data; the session is over.
@@ -1119,6 +1128,7 @@ async fn upload_delete(inner: Arc<Inner>, name: String, id: String) -> ApiResult
     check_upload(&inner, &name, &id).await?;
     let st = inner.clone();
     let id2 = id.clone();
+    drop(inner.take_writer(&id));
     blocking(move || {
         match st.store.abort(&ingest_ref(&id2)) {
             Ok(()) | Err(StoreError::IngestNotFound(_)) => {}
