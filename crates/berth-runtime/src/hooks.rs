@@ -250,7 +250,8 @@ fn watch(
     {
         rustix::fs::fcntl_setfl(fd, rustix::fs::OFlags::NONBLOCK)?;
     }
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A timeout too large to represent is no timeout.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut written = 0;
     if input.is_empty() {
         stdin = None;
@@ -351,5 +352,11 @@ mod tests {
         h.set_timeout(Some(0));
         let e = run_hooks(&[h], b"{}", "poststart").unwrap_err();
         assert!(e.to_string().contains("timeout must be positive"), "{e}");
+        // A huge timeout is no timeout, not a panic.
+        let mut h = Hook::default();
+        h.set_path("/bin/busybox".into());
+        h.set_args(Some(vec!["true".into()]));
+        h.set_timeout(Some(i64::MAX));
+        run_hooks(&[h], b"{}", "prestart").expect("runs");
     }
 }

@@ -366,7 +366,7 @@ fn rules(s: &LinuxSeccomp, default: ScmpAction) -> Result<Vec<Rule>, SeccompErro
         }
         let mut seen = [0u8; 6];
         for a in args {
-            seen[a.index()] += 1;
+            seen[a.index()] = seen[a.index()].saturating_add(1);
         }
         let groups: Vec<Vec<ScmpArgCompare>> = if seen.iter().any(|n| *n > 1) {
             conds.into_iter().map(|c| vec![c]).collect()
