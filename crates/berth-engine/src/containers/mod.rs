@@ -1702,7 +1702,45 @@ impl ContainerManager {
             .snapshotter()
             .mounts(&r.snapshot)
             .map_err(|e| EngineError::internal(format!("snapshot {}: {e}", r.snapshot)))?;
-        archive::changes_with(&upper, &archive::lowers_of(&mounts))
+        let all = archive::changes_with(&upper, &archive::lowers_of(&mounts))?;
+        // mount points the runtime created (Docker keeps them in a hidden init layer)
+        let mut hidden: Vec<String> = [
+            "/dev",
+            "/proc",
+            "/sys",
+            "/etc/hostname",
+            "/etc/hosts",
+            "/etc/resolv.conf",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        hidden.extend(r.mounts.iter().map(|m| m.destination.clone()));
+        let list = all.as_array().cloned().unwrap_or_default();
+        let path = |v: &Value| v["Path"].as_str().unwrap_or("").to_string();
+        let kept: Vec<Value> = list
+            .iter()
+            .filter(|v| {
+                let p = path(v);
+                let added = v["Kind"] == 1;
+                !(added
+                    && hidden
+                        .iter()
+                        .any(|h| p == *h || p.starts_with(&format!("{h}/"))))
+            })
+            .cloned()
+            .collect();
+        let kept: Vec<Value> = kept
+            .iter()
+            .filter(|v| {
+                let p = path(v);
+                let parent_of_hidden = hidden.iter().any(|h| h.starts_with(&format!("{p}/")));
+                let has_kept_child = kept.iter().any(|o| path(o).starts_with(&format!("{p}/")));
+                !(v["Kind"] == 0 && parent_of_hidden && !has_kept_child)
+            })
+            .cloned()
+            .collect();
+        Ok(Value::Array(kept))
     }
 
     /// `/containers/json` row.
