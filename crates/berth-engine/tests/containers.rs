@@ -395,6 +395,10 @@ fn run_rm_echo_hello() {
     ]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
+    // default network mode: a private network namespace with only loopback, up
+    let o = d.docker_ok(&["run", "--rm", "busybox", "ip", "-o", "link"]);
+    assert_eq!(o.lines().count(), 1, "{o}");
+    assert!(o.contains("lo: <LOOPBACK,UP"), "{o}");
 }
 
 #[test]

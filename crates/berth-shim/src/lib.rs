@@ -29,6 +29,7 @@
 
 pub mod logfile;
 mod monitor;
+mod netns;
 pub mod protocol;
 
 use std::io::{Read, Write};
@@ -63,6 +64,9 @@ pub struct ShimConfig {
     /// Close the container's stdin when an attached client's stdin ends (`StdinOnce`).
     #[serde(default)]
     pub stdin_once: bool,
+    /// Bring the loopback device up in the container's (new) network namespace after create.
+    #[serde(default)]
+    pub loopback_up: bool,
 }
 
 /// Errors of the launcher.

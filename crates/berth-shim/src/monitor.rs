@@ -309,6 +309,12 @@ impl Monitor {
             };
             rt.create(&id, &opts).map(|s| s.pid).map_err(rt_err)
         })?;
+        if cfg.loopback_up {
+            if let Err(e) = crate::netns::loopback_up(ctr.pid) {
+                let _ = rt.delete(&cfg.id, true);
+                return Err(e);
+            }
+        }
         let _ = std::fs::remove_file(protocol::SOCKET_NAME);
         let listener = UnixListener::bind(protocol::SOCKET_NAME)
             .map_err(|e| ShimError::io("bind control socket", e));

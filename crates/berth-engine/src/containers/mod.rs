@@ -25,7 +25,8 @@
 //! # Networking gap
 //! Until the networking issue lands, `NetworkMode` `host` shares the host's network namespace;
 //! every other mode (`none`, `default`, `bridge`, user networks) gets a private network namespace
-//! in which the loopback device is still down.
+//! with only the loopback device, up (the shim brings it up). Bridge networking, published ports
+//! and DNS for user networks come with the networking issue.
 
 pub mod archive;
 pub mod shim;
@@ -938,6 +939,7 @@ impl ContainerManager {
             tty: r.config.tty,
             open_stdin: r.config.open_stdin,
             stdin_once: r.config.stdin_once,
+            loopback_up: r.host_config.network_mode != "host",
         };
         berth_shim::write_json_atomic(&sd.join(berth_shim::protocol::CONFIG_NAME), &cfg)
             .map_err(|e| EngineError::io("write shim.json", e))?;
