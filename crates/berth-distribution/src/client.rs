@@ -661,7 +661,7 @@ impl Repository {
                     .get("docker-content-digest")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok());
-                if let Some(d) = &head_digest {
+                if let (Some(d), false) = (&head_digest, reference.contains(':')) {
                     by = d.to_string();
                 }
             }
@@ -688,7 +688,7 @@ impl Repository {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         let body = read_body(resp, berth_image::spec::MAX_MANIFEST_SIZE).await?;
-        let wanted: Option<Digest> = by.parse().ok();
+        let wanted: Option<Digest> = reference.parse().ok();
         let alg = wanted
             .as_ref()
             .or(hdr.as_ref())
@@ -723,8 +723,15 @@ impl Repository {
     }
 
     /// GET a blob from `offset` (a Range request when non-zero), following redirects.
+    /// Manifests and indexes (by their media type) come from the manifests endpoint.
     pub async fn fetch_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobStream> {
-        let mut req = Req::new(Method::GET, self.url(&format!("blobs/{}", desc.digest)));
+        let is_manifest = media::is_manifest(&desc.media_type) || media::is_index(&desc.media_type);
+        let mut req = if is_manifest {
+            Req::new(Method::GET, self.url(&format!("manifests/{}", desc.digest)))
+                .header("accept", desc.media_type.clone())
+        } else {
+            Req::new(Method::GET, self.url(&format!("blobs/{}", desc.digest)))
+        };
         if offset > 0 {
             req = req.header("range", format!("bytes={offset}-"));
         }

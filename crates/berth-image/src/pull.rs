@@ -442,7 +442,19 @@ impl ImageService {
                 }
             }
         }
-        // Refuse a longer body than declared: the writer would have rejected it anyway.
+        if w.offset() != l.size {
+            let got = w.offset();
+            if let Some(j) = job.take() {
+                if let Ok(mut s) = stager.lock() {
+                    s.discard(j);
+                }
+            }
+            let _ = w.abort();
+            return Err(ImageError::Corrupt(format!(
+                "layer {}: the registry sent {got} of {} bytes ({resumes} resumes)",
+                l.digest, l.size
+            )));
+        }
         progress(ProgressStatus::Verifying);
         match w.commit(None, None) {
             Ok(_) => {
@@ -461,7 +473,10 @@ impl ImageService {
                         s.discard(j);
                     }
                 }
-                let kind = e.kind();
+                let kind = match e {
+                    ContentError::SizeMismatch { .. } => berth_core::ErrorKind::Corrupt,
+                    ref e => e.kind(),
+                };
                 Err(ImageError::Store {
                     context: format!("verify layer {}", l.digest),
                     message: e.to_string(),

@@ -111,17 +111,20 @@ pub fn read_image_file(svc: &ImageService, name: &str, path: &str) -> Vec<u8> {
     let key = format!("berthtest-view-{}", suffix());
     let mounts = svc.snapshotter().view(&key, Some(&top)).unwrap();
     let m = &mounts[0];
-    let dir = if m.kind == "bind" {
-        PathBuf::from(&m.source)
+    let dirs: Vec<PathBuf> = if m.kind == "bind" {
+        vec![PathBuf::from(&m.source)]
     } else {
         let lower = m
             .options
             .iter()
             .find_map(|o| o.strip_prefix("lowerdir="))
             .unwrap();
-        PathBuf::from(lower.split(':').next().unwrap())
+        lower.split(':').map(PathBuf::from).collect()
     };
-    let data = std::fs::read(dir.join(path)).unwrap();
+    let data = dirs
+        .iter()
+        .find_map(|d| std::fs::read(d.join(path)).ok())
+        .unwrap_or_else(|| panic!("{path} not in {dirs:?}"));
     svc.snapshotter().remove(&key).unwrap();
     data
 }
