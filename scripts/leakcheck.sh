@@ -1,18 +1,32 @@
 #!/usr/bin/env bash
-# Fails if the test suite left anything behind: tests name everything they create with "berthtest".
+# Leak check for the test suite: everything a test creates carries "berthtest" in its name, and
+# nothing of that kind may remain after the run (mounts, cgroups, processes, network devices,
+# network namespaces, nftables tables, temp dirs).
+#   leakcheck.sh snapshot FILE   record what exists before the run (left by something else)
+#   leakcheck.sh check [FILE]    fail if anything beyond FILE's baseline remains
 set -uo pipefail
-leaks=0
-if grep -q berthtest /proc/self/mountinfo; then
-  echo "leak: mounts"; grep berthtest /proc/self/mountinfo | head; leaks=1
-fi
-found=$(find /sys/fs/cgroup -maxdepth 4 -type d -name '*berthtest*' 2>/dev/null | head)
-if [ -n "$found" ]; then echo "leak: cgroups"; echo "$found"; leaks=1; fi
-procs=$(ps -eo pid,args | grep -v -e grep -e leakcheck | grep berthtest | head)
-if [ -n "$procs" ]; then echo "leak: processes"; echo "$procs"; leaks=1; fi
-links=$(ip -o link 2>/dev/null | grep -i berthtest | head)
-if [ -n "$links" ]; then echo "leak: network devices"; echo "$links"; leaks=1; fi
-if ip netns list 2>/dev/null | grep -q berthtest; then echo "leak: netns"; leaks=1; fi
-tmp=$(find /tmp -maxdepth 1 -name '*berthtest*' 2>/dev/null | head)
-if [ -n "$tmp" ]; then echo "leak: temp files"; echo "$tmp"; leaks=1; fi
-[ "$leaks" = 0 ] && echo "leak check: clean"
-exit "$leaks"
+list() {
+  grep berthtest /proc/self/mountinfo | awk '{print "mount " $5}'
+  find /sys/fs/cgroup -maxdepth 5 -type d -name '*berthtest*' 2>/dev/null | sed 's/^/cgroup /'
+  ps -eo pid=,args= | grep berthtest | grep -v -e grep -e leakcheck | sed 's/^ */process /'
+  ip -o link 2>/dev/null | grep -i berthtest | awk -F': ' '{print "link " $2}'
+  ip netns list 2>/dev/null | grep berthtest | awk '{print "netns " $1}'
+  nft list tables 2>/dev/null | grep berthtest | sed 's/^/nft /'
+  find /tmp -maxdepth 1 -name '*berthtest*' 2>/dev/null | sed 's/^/tmp /'
+}
+case "${1:-check}" in
+  snapshot) list | sort > "$2" ;;
+  check)
+    base=${2:-/dev/null}
+    # processes are matched by command line only (their pids differ run to run)
+    new=$(comm -13 <(sed 's/^process [0-9]* /process /' "$base" | sort -u) \
+                   <(list | sed 's/^process [0-9]* /process /' | sort -u))
+    if [ -n "$new" ]; then
+      echo "leak check: the test run left these behind:"
+      echo "$new" | head -40
+      exit 1
+    fi
+    echo "leak check: clean"
+    ;;
+  *) echo "usage: leakcheck.sh snapshot FILE | check [FILE]"; exit 2 ;;
+esac

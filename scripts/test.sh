@@ -14,7 +14,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --all-targets --quiet
 
 log=$(mktemp /tmp/berth-test-log.XXXXXX)
-trap 'rm -f "$log"' EXIT
+baseline=$(mktemp /tmp/berth-test-baseline.XXXXXX)
+trap 'rm -f "$log" "$baseline"' EXIT
+bash scripts/leakcheck.sh snapshot "$baseline"
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast --failure-output final 2>&1 | tee "$log" || status=$?
@@ -24,7 +26,7 @@ fi
 cargo test --workspace --doc --quiet >/dev/null 2>&1 || { echo "doc tests failed"; cargo test --workspace --doc; status=1; }
 
 echo "--- leak check"
-if ! bash scripts/leakcheck.sh; then status=1; fi
+if ! bash scripts/leakcheck.sh check "$baseline"; then status=1; fi
 
 # Closing line: the runner's counts (nextest summary or the sum of cargo test's result lines).
 if grep -q "tests run:" "$log"; then
