@@ -174,3 +174,143 @@ fn run_and_copy_produce_files_in_the_image() {
     assert_eq!(inspect.config.cmd, Some(vec!["cat".into(), "/hello".into()]));
     assert_eq!(inspect.root_fs.layers.len(), 4);
 }
+
+#[test]
+fn rebuild_is_answered_from_the_cache_and_cache_mounts_persist() {
+    let env = Env::new();
+    let ctx = env.context(&[("a.txt", "alpha\n")]);
+    let df = "FROM busybox\nRUN --mount=type=cache,target=/cache,id=counter echo run >> /cache/count\nCOPY a.txt /a.txt\nENV X=1\n";
+    let (r1, _) = env.build(&ctx, df, |_| {}).unwrap();
+    assert_eq!((r1.executed, r1.cache_hits), (2, 0));
+    let (r2, ev2) = env.build(&ctx, df, |_| {}).unwrap();
+    assert_eq!((r2.executed, r2.cache_hits), (0, 2));
+    assert_eq!(r1.id, r2.id, "a fully cached rebuild gives the same image id");
+    assert!(stream(&ev2).contains(" ---> Using cache\n"));
+    // the RUN ran once: one line in the persistent cache mount
+    let dirs: Vec<_> = std::fs::read_dir(env.builder().cache_mounts_dir()).unwrap().collect();
+    assert_eq!(dirs.len(), 1);
+    let count = std::fs::read_to_string(dirs[0].as_ref().unwrap().path().join("count")).unwrap();
+    assert_eq!(count, "run\n");
+    // the mount point stub is not in the image; the cache content neither
+    let root = env.unpack(&r2.id.to_string());
+    assert!(!root.join("cache").exists());
+    // --no-cache runs again, and the cache dir persists between builds
+    let (r3, _) = env.build(&ctx, df, |o| o.no_cache = true).unwrap();
+    assert_eq!((r3.executed, r3.cache_hits), (2, 0));
+    let count = std::fs::read_to_string(dirs[0].as_ref().unwrap().path().join("count")).unwrap();
+    assert_eq!(count, "run\nrun\n");
+}
+
+#[test]
+fn copy_cache_follows_content_not_mtime() {
+    let env = Env::new();
+    let ctx = env.context(&[("src/a.txt", "one\n"), ("src/b.txt", "two\n")]);
+    let df = "FROM busybox\nCOPY src /src\nRUN cat /src/a.txt > /out\n";
+    let (r1, _) = env.build(&ctx, df, |_| {}).unwrap();
+    assert_eq!(r1.executed, 2);
+    // touch: new mtime, same content -> cache hit
+    let f = std::fs::File::options().write(true).open(ctx.join("src/a.txt")).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600)).unwrap();
+    drop(f);
+    let (r2, _) = env.build(&ctx, df, |_| {}).unwrap();
+    assert_eq!((r2.executed, r2.cache_hits), (0, 2));
+    // content change -> COPY and the following RUN rerun
+    std::fs::write(ctx.join("src/a.txt"), "ONE\n").unwrap();
+    let (r3, _) = env.build(&ctx, df, |_| {}).unwrap();
+    assert_eq!((r3.executed, r3.cache_hits), (2, 0));
+    let root = env.unpack(&r3.id.to_string());
+    assert_eq!(std::fs::read_to_string(root.join("out")).unwrap(), "ONE\n");
+}
+
+#[test]
+fn multi_stage_copy_from_runs_independent_stages_in_parallel() {
+    let env = Env::new();
+    let ctx = env.context(&[]);
+    let df = "FROM busybox AS a\nRUN sleep 1 && echo A > /a\n\
+              FROM busybox AS b\nRUN sleep 1 && echo B > /b\n\
+              FROM busybox AS unused\nRUN exit 1\n\
+              FROM busybox\nCOPY --from=a /a /got/a\nCOPY --from=b /b /got/b\n";
+    let times: Mutex<BTreeMap<usize, (Instant, Option<Instant>)>> = Mutex::new(BTreeMap::new());
+    let mut opts = BuildOptions { context: ctx.clone(), dockerfile: Some(df.into()), ..Default::default() };
+    opts.tags = vec!["multi:1".into()];
+    let steps: Mutex<BTreeMap<usize, String>> = Mutex::new(BTreeMap::new());
+    let r = env
+        .builder()
+        .build(&opts, &|e: &Event| match e {
+            Event::Step { step, instruction, .. } => {
+                steps.lock().unwrap().insert(*step, instruction.clone());
+                times.lock().unwrap().insert(*step, (Instant::now(), None));
+            }
+            Event::StepDone { step, .. } => {
+                if let Some(t) = times.lock().unwrap().get_mut(step) {
+                    t.1 = Some(Instant::now());
+                }
+            }
+            _ => {}
+        })
+        .unwrap();
+    let root = env.unpack("multi:1");
+    assert_eq!(std::fs::read_to_string(root.join("got/a")).unwrap(), "A\n");
+    assert_eq!(std::fs::read_to_string(root.join("got/b")).unwrap(), "B\n");
+    let steps = steps.into_inner().unwrap();
+    assert!(!steps.values().any(|s| s.contains("exit 1")), "unused stage skipped: {steps:?}");
+    let times = times.into_inner().unwrap();
+    let run_a = steps.iter().find(|(_, s)| s.contains("echo A")).map(|(n, _)| *n).unwrap();
+    let run_b = steps.iter().find(|(_, s)| s.contains("echo B")).map(|(n, _)| *n).unwrap();
+    let (a0, a1) = times[&run_a];
+    let (b0, b1) = times[&run_b];
+    let (a1, b1) = (a1.unwrap(), b1.unwrap());
+    assert!(a0 < b1 && b0 < a1, "the two RUN steps overlapped in time");
+    assert_eq!(r.executed, 4);
+}
+
+#[test]
+fn target_and_build_args() {
+    let env = Env::new();
+    let ctx = env.context(&[]);
+    let df = "ARG BASE=busybox\nFROM ${BASE} AS first\nARG GREETING=hello\nARG TARGETARCH\nRUN echo \"$GREETING $TARGETARCH\" > /greeting\n\
+              FROM first AS second\nRUN echo second > /second\n";
+    let (r, _) = env
+        .build(&ctx, df, |o| {
+            o.target = Some("first".into());
+            o.build_args.insert("GREETING".into(), "bonjour".into());
+        })
+        .unwrap();
+    let root = env.unpack(&r.id.to_string());
+    let arch = berth_core::Platform::host().architecture;
+    assert_eq!(std::fs::read_to_string(root.join("greeting")).unwrap(), format!("bonjour {arch}\n"));
+    assert!(!root.join("second").exists());
+    let hist = env.images.history(&r.id.to_string()).unwrap();
+    assert!(hist.iter().any(|h| h.created_by.starts_with("RUN |2 GREETING=bonjour TARGETARCH=")), "{hist:?}");
+    let e = env.build(&ctx, df, |o| o.target = Some("nope".into())).unwrap_err();
+    assert!(e.to_string().contains("failed to reach build target nope"), "{e}");
+}
+
+#[test]
+fn failing_run_reports_its_exit_code() {
+    let env = Env::new();
+    let ctx = env.context(&[]);
+    let e = env.build(&ctx, "FROM busybox\nRUN echo before\nRUN exit 3\n", |_| {}).unwrap_err();
+    assert_eq!(e.to_string(), "The command '/bin/sh -c exit 3' returned a non-zero code: 3");
+    let e = env.build(&ctx, "FROM busybox\nRUN [\"false\"]\n", |_| {}).unwrap_err();
+    assert_eq!(e.to_string(), "The command 'false' returned a non-zero code: 1");
+}
+
+#[test]
+fn run_output_is_streamed() {
+    let env = Env::new();
+    let ctx = env.context(&[]);
+    let (_, ev) = env.build(&ctx, "FROM busybox\nRUN echo out-line && echo err-line >&2\n", |_| {}).unwrap();
+    let s = stream(&ev);
+    assert!(s.contains("out-line\n") && s.contains("err-line\n"), "{s}");
+}
+
+#[test]
+fn platform_other_than_host_is_refused() {
+    let env = Env::new();
+    let ctx = env.context(&[]);
+    let other = if berth_core::Platform::host().architecture == "arm64" { "linux/amd64" } else { "linux/arm64" };
+    let e = env.build(&ctx, "FROM busybox\n", |o| o.platform = Some(other.into())).unwrap_err();
+    assert_eq!(e.kind(), berth_core::ErrorKind::Unsupported);
+    assert!(e.to_string().contains("only builds for the host's platform"), "{e}");
+}
