@@ -284,7 +284,11 @@ impl Server {
                         let svc = hyper_util::service::TowerToHyperService::new(router.clone());
                         let tls = tls.clone();
                         tokio::spawn(async move {
-                            let builder = hyper::server::conn::http1::Builder::new();
+                            let mut builder = hyper::server::conn::http1::Builder::new();
+                            // Drop clients that trickle their headers (slowloris).
+                            builder
+                                .timer(hyper_util::rt::TokioTimer::new())
+                                .header_read_timeout(std::time::Duration::from_secs(30));
                             let res = match tls {
                                 Some(acceptor) => match acceptor.accept(tcp).await {
                                     Ok(s) => builder.serve_connection(TokioIo::new(s), svc).await,
