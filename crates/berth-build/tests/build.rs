@@ -314,3 +314,249 @@ fn platform_other_than_host_is_refused() {
     assert_eq!(e.kind(), berth_core::ErrorKind::Unsupported);
     assert!(e.to_string().contains("only builds for the host's platform"), "{e}");
 }
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn owner(p: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (m.uid(), m.gid())
+}
+
+#[test]
+fn copy_semantics_table() {
+    let env = Env::new();
+    let ctx = env.context(&[
+        ("f.txt", "f\n"),
+        ("g.txt", "g\n"),
+        ("h.md", "h\n"),
+        ("dir/x", "x\n"),
+        ("dir/sub/y", "y\n"),
+        ("nested/a/b/c.txt", "c\n"),
+    ]);
+    let df = "FROM busybox\nWORKDIR /work\n\
+        COPY f.txt /file-as-name\n\
+        COPY f.txt /intodir/\n\
+        COPY dir /contents\n\
+        COPY dir /contents-slash/\n\
+        COPY *.txt /globbed/\n\
+        COPY f.txt rel.txt\n\
+        COPY --chown=app:staff --chmod=600 g.txt /owned/\n\
+        COPY --chown=1000 dir /ownedtree\n\
+        COPY --parents nested/a/b/c.txt /p/\n\
+        COPY --exclude=*.md --exclude=dir --exclude=nested . /filtered/\n\
+        COPY <<EOF /inline.txt\ninline $HOME\nEOF\n";
+    let (r, _) = env.build(&ctx, df, |_| {}).unwrap();
+    let root = env.unpack(&r.id.to_string());
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    assert_eq!(read("file-as-name"), "f\n");
+    assert_eq!(read("intodir/f.txt"), "f\n");
+    // a directory source copies its contents
+    assert_eq!(read("contents/x"), "x\n");
+    assert_eq!(read("contents/sub/y"), "y\n");
+    assert!(!root.join("contents/dir").exists());
+    assert_eq!(read("contents-slash/sub/y"), "y\n");
+    // globs
+    assert_eq!(read("globbed/f.txt"), "f\n");
+    assert_eq!(read("globbed/g.txt"), "g\n");
+    assert!(!root.join("globbed/h.md").exists());
+    // relative destination: under WORKDIR
+    assert_eq!(read("work/rel.txt"), "f\n");
+    // --chown / --chmod
+    assert_eq!(owner(&root.join("owned/g.txt")), (1000, 50));
+    assert_eq!(mode(&root.join("owned/g.txt")), 0o600);
+    assert_eq!(owner(&root.join("ownedtree/sub/y")), (1000, 1000));
+    assert_eq!(owner(&root.join("ownedtree/sub")), (1000, 1000));
+    // default owner root, mode kept
+    assert_eq!(owner(&root.join("contents/x")), (0, 0));
+    // --parents keeps the path
+    assert_eq!(read("p/nested/a/b/c.txt"), "c\n");
+    // --exclude
+    assert_eq!(read("filtered/f.txt"), "f\n");
+    assert!(!root.join("filtered/h.md").exists());
+    assert!(!root.join("filtered/dir").exists());
+    // heredoc file, expanded
+    assert_eq!(read("inline.txt"), "inline \n");
+    // several sources need a directory destination ending in /
+    let e = env.build(&ctx, "FROM busybox\nCOPY f.txt g.txt /notdir\n", |_| {}).unwrap_err();
+    assert!(e.to_string().contains("must be a directory and end with a /"), "{e}");
+    // missing source
+    let e = env.build(&ctx, "FROM busybox\nCOPY missing.txt /\n", |_| {}).unwrap_err();
+    assert_eq!(e.kind(), berth_core::ErrorKind::NotFound);
+    assert!(e.to_string().contains("missing.txt"), "{e}");
+}
+
+#[test]
+fn add_extracts_local_tar_archives() {
+    let env = Env::new();
+    let ctx = env.context(&[]);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(4);
+    b.append_data(&mut h, "inside/t.txt", &b"tar\n"[..]).unwrap();
+    // a whiteout name is a plain file for ADD
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(0);
+    b.append_data(&mut h, ".wh.keep", std::io::empty()).unwrap();
+    std::fs::write(ctx.join("a.tar"), b.into_inner().unwrap()).unwrap();
+    std::fs::write(ctx.join("plain.txt"), "plain\n").unwrap();
+    let (r, _) = env
+        .build(&ctx, "FROM busybox\nADD a.tar /x/\nADD plain.txt /y/\nCOPY a.tar /z/\n", |_| {})
+        .unwrap();
+    let root = env.unpack(&r.id.to_string());
+    assert_eq!(std::fs::read_to_string(root.join("x/inside/t.txt")).unwrap(), "tar\n");
+    assert_eq!(std::fs::read_to_string(root.join("y/plain.txt")).unwrap(), "plain\n");
+    assert!(root.join("z/a.tar").is_file(), "COPY never extracts");
+    let e = env.build(&ctx, "FROM busybox\nADD https://example.com/x /x\n", |_| {}).unwrap_err();
+    assert_eq!(e.kind(), berth_core::ErrorKind::Unsupported);
+}
+
+#[test]
+fn dockerignore_is_honoured() {
+    let env = Env::new();
+    let ctx = env.context(&[
+        (".dockerignore", "secret.txt\nlogs/\n!logs/keep.log\n"),
+        ("secret.txt", "s\n"),
+        ("ok.txt", "ok\n"),
+        ("logs/a.log", "a\n"),
+        ("logs/keep.log", "k\n"),
+    ]);
+    let (r, _) = env.build(&ctx, "FROM busybox\nCOPY . /ctx/\n", |_| {}).unwrap();
+    let root = env.unpack(&r.id.to_string());
+    assert!(root.join("ctx/ok.txt").exists());
+    assert!(!root.join("ctx/secret.txt").exists());
+    assert!(!root.join("ctx/logs/a.log").exists());
+    assert!(root.join("ctx/logs/keep.log").exists());
+    let e = env.build(&ctx, "FROM busybox\nCOPY secret.txt /\n", |_| {}).unwrap_err();
+    assert!(e.to_string().contains("excluded by .dockerignore"), "{e}");
+}
+
+#[test]
+fn secrets_are_mounted_but_never_stored() {
+    let env = Env::new();
+    let ctx = env.context(&[]);
+    let secret = env.dir.path().join("token");
+    std::fs::write(&secret, "s3cr3t-value").unwrap();
+    let df = "FROM busybox\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /seen-length-src && wc -c < /run/secrets/tok > /len\n";
+    let (r, _) = env
+        .build(&ctx, df, |o| {
+            o.secrets.insert("tok".into(), secret.clone());
+        })
+        .unwrap();
+    let root = env.unpack(&r.id.to_string());
+    assert_eq!(std::fs::read_to_string(root.join("len")).unwrap().trim(), "12");
+    assert!(!root.join("run/secrets/tok").exists(), "the secret's mount point is not in the layer");
+    // no layer blob contains the secret except through what the RUN chose to write
+    let img = env.images.resolve(&r.id.to_string()).unwrap();
+    let last = img.manifest.layers.last().unwrap();
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut berth_content::Store::reader(env.images.content(), &last.digest).unwrap(), &mut data).unwrap();
+    assert!(!String::from_utf8_lossy(&data).contains("run/secrets"));
+    // a changed secret does not invalidate the cache (only the id is in the key)
+    std::fs::write(&secret, "other-value!").unwrap();
+    let (r2, _) = env.build(&ctx, df, |o| {
+        o.secrets.insert("tok".into(), secret.clone());
+    }).unwrap();
+    assert_eq!(r2.cache_hits, 1);
+    // required by default: missing secret fails
+    let e = env.build(&ctx, "FROM busybox\nRUN --mount=type=secret,id=nope,required cat /run/secrets/nope\n", |_| {}).unwrap_err();
+    assert!(e.to_string().contains("secret nope"), "{e}");
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_child_build() {
+    let env = Env::new();
+    let ctx = env.context(&[("trigger.txt", "t\n")]);
+    let (_, _) = env
+        .build(&ctx, "FROM busybox\nONBUILD COPY trigger.txt /from-trigger\nONBUILD RUN echo ran > /onbuild-ran\n", |o| {
+            o.tags = vec!["parent:1".into()]
+        })
+        .unwrap();
+    let parent = env.images.inspect("parent:1").unwrap();
+    assert_eq!(
+        parent.config.on_build,
+        Some(vec!["COPY trigger.txt /from-trigger".into(), "RUN echo ran > /onbuild-ran".into()])
+    );
+    let (r, _) = env.build(&ctx, "FROM parent:1\nRUN test -f /onbuild-ran\n", |_| {}).unwrap();
+    let root = env.unpack(&r.id.to_string());
+    assert_eq!(std::fs::read_to_string(root.join("from-trigger")).unwrap(), "t\n");
+    assert!(root.join("onbuild-ran").exists());
+    let child = env.images.inspect(&r.id.to_string()).unwrap();
+    assert!(child.config.on_build.unwrap_or_default().is_empty(), "triggers are not inherited");
+}
+
+#[test]
+fn config_and_history_as_docker_writes_them() {
+    let env = Env::new();
+    let ctx = env.context(&[("a", "a")]);
+    let df = "FROM busybox\nLABEL a=b\nENV K=v\nEXPOSE 80\nWORKDIR /app\nUSER app\nVOLUME /data\nSTOPSIGNAL SIGINT\n\
+              RUN echo x > /tmp/x\nCOPY a /a\nENTRYPOINT [\"/bin/sh\"]\nCMD echo hi\nHEALTHCHECK --interval=5s CMD true\nSHELL [\"/bin/sh\", \"-ec\"]\n";
+    let (r, _) = env
+        .build(&ctx, df, |o| {
+            o.labels.insert("from-cli".into(), "yes".into());
+            o.tags = vec!["hist:1".into(), "hist:2".into()];
+        })
+        .unwrap();
+    assert_eq!(r.tags, vec!["hist:1".to_string(), "hist:2".into()]);
+    let i = env.images.inspect("hist:2").unwrap();
+    assert_eq!(i.id, r.id.to_string());
+    let c = &i.config;
+    assert_eq!(c.labels.as_ref().unwrap().get("a").map(String::as_str), Some("b"));
+    assert_eq!(c.labels.as_ref().unwrap().get("from-cli").map(String::as_str), Some("yes"));
+    assert!(c.env.as_ref().unwrap().contains(&"K=v".to_string()));
+    assert!(c.exposed_ports.as_ref().unwrap().contains_key("80/tcp"));
+    assert_eq!(c.working_dir, "/app");
+    assert_eq!(c.user, "app");
+    assert!(c.volumes.as_ref().unwrap().contains_key("/data"));
+    assert_eq!(c.stop_signal.as_deref(), Some("SIGINT"));
+    assert_eq!(c.entrypoint, Some(vec!["/bin/sh".to_string()]));
+    assert_eq!(c.cmd, Some(vec!["/bin/sh".to_string(), "-c".into(), "echo hi".into()]));
+    assert_eq!(c.shell, Some(vec!["/bin/sh".to_string(), "-ec".into()]));
+    let hc = c.healthcheck.as_ref().unwrap();
+    assert_eq!(hc.test, Some(vec!["CMD-SHELL".to_string(), "true".into()]));
+    assert_eq!(hc.interval, Some(5_000_000_000));
+    let h = env.images.history("hist:1").unwrap();
+    let by: Vec<&str> = h.iter().map(|h| h.created_by.as_str()).collect();
+    assert!(by.contains(&"/bin/sh -c #(nop)  LABEL a=b"), "{by:?}");
+    assert!(by.contains(&"/bin/sh -c #(nop)  ENV K=v"), "{by:?}");
+    assert!(by.contains(&"/bin/sh -c #(nop) WORKDIR /app"), "{by:?}");
+    assert!(by.contains(&"/bin/sh -c #(nop)  CMD [\"/bin/sh\" \"-c\" \"echo hi\"]"), "{by:?}");
+    assert!(by.contains(&"RUN /bin/sh -c echo x > /tmp/x"), "{by:?}");
+    assert!(by.iter().any(|b| b.starts_with("/bin/sh -c #(nop) COPY file:") && b.ends_with(" in /a ")), "{by:?}");
+    let cfg = env.images.resolve("hist:1").unwrap().config;
+    let layers = cfg.history.iter().filter(|h| !h.empty_layer).count();
+    assert_eq!(layers, cfg.rootfs.diff_ids.len(), "one layer per non-empty history entry");
+    assert!(cfg.history.iter().any(|h| h.empty_layer && h.created_by.as_deref() == Some("/bin/sh -c #(nop)  EXPOSE 80/tcp")));
+}
+
+#[test]
+fn prune_keeps_at_most_keep_storage() {
+    let env = Env::new();
+    let ctx = env.context(&[("big", &"x".repeat(200_000))]);
+    let (r1, _) = env.build(&ctx, "FROM busybox\nCOPY big /big\nRUN echo 1 > /one\n", |_| {}).unwrap();
+    let b = env.builder();
+    let before = b.cache().size().unwrap();
+    assert!(before > 200_000);
+    let rep = b.prune(Some(100_000), false).unwrap();
+    assert!(rep.entries > 0);
+    assert!(b.cache().size().unwrap() <= 100_000);
+    // the image itself stays intact
+    let root = env.unpack(&r1.id.to_string());
+    assert!(root.join("big").exists());
+    // pruned steps run again
+    let (r2, _) = env.build(&ctx, "FROM busybox\nCOPY big /big\nRUN echo 1 > /one\n", |_| {}).unwrap();
+    assert!(r2.executed >= 1);
+    let rep = b.prune(None, true).unwrap();
+    assert!(rep.entries > 0);
+    assert_eq!(b.cache().size().unwrap(), 0);
+    // an enforced limit after each build
+    let small = Builder::new(&env.images, &env.runner).unwrap().with_cache_limit(1000);
+    let opts = BuildOptions { context: ctx.clone(), dockerfile: Some("FROM busybox\nCOPY big /big2\n".into()), ..Default::default() };
+    small.build(&opts, &|_| {}).unwrap();
+    assert!(small.cache().size().unwrap() <= 1000);
+}
