@@ -143,6 +143,9 @@ pub struct Endpoint {
     pub aliases: Vec<String>,
     /// The namespace it was attached in.
     pub netns: PathBuf,
+    /// The namespace's inode at attach time: a reused pid's namespace is told apart.
+    #[serde(default)]
+    pub netns_ino: u64,
     /// Interface name inside.
     pub ifname: String,
     /// Host end of the veth.
@@ -286,11 +289,21 @@ impl Manager {
                 }
             }
         }
-        // 2. endpoints whose veth vanished (their namespace died): release them
+        // 2. endpoints whose namespace died (veth gone, namespace file gone or another one):
+        //    release them and remove a veth the kernel has not reaped yet
+        use std::os::unix::fs::MetadataExt;
         let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
-        let dead: Vec<String> = inner.state.endpoints.values().filter(|e| !names.contains(&e.host_veth.as_str())).map(|e| e.id.clone()).collect();
+        let alive = |e: &Endpoint| {
+            names.contains(&e.host_veth.as_str())
+                && std::fs::metadata(&e.netns).is_ok_and(|m| e.netns_ino == 0 || m.ino() == e.netns_ino)
+        };
+        let dead: Vec<String> = inner.state.endpoints.values().filter(|e| !alive(e)).map(|e| e.id.clone()).collect();
         for id in dead {
             if let Some(ep) = inner.state.endpoints.remove(&id) {
+                let name = ep.host_veth.clone();
+                if let Err(e) = netlink::run_in(None, move |h| async move { netlink::delete_link(&h, &name).await }) {
+                    errs.push(e);
+                }
                 if let Some(n) = inner.state.networks.get_mut(&ep.network_id) {
                     n.ipam.release(ep.ip);
                 }
@@ -532,6 +545,8 @@ impl Manager {
         if !spec.ports.is_empty() && net.internal {
             return Err(NetError::Invalid(format!("ports cannot be published on internal network {}", net.name)));
         }
+        use std::os::unix::fs::MetadataExt;
+        let netns_ino = std::fs::metadata(&spec.netns).map_err(|e| NetError::io(format!("stat {}", spec.netns.display()), e))?.ino();
         // allocate: address, MAC, host ports
         let id = random_hex(32)?;
         let ip = inner.state.networks.get_mut(&net.id).map(|n| n.ipam.allocate(spec.ip)).unwrap_or_else(|| Err(NetError::NotFound(net.name.clone())))?;
@@ -562,6 +577,7 @@ impl Manager {
             name: spec.name.trim_start_matches('/').to_string(),
             aliases: spec.aliases.clone(),
             netns: spec.netns.clone(),
+            netns_ino,
             ifname: ifname.clone(),
             host_veth: format!("veth{hex}"),
             ip,
@@ -571,8 +587,8 @@ impl Manager {
             ports,
         };
         // set up: veth, inside, rules, DNS, store
-        let plan = VethPlan { host_name: ep.host_veth.clone(), peer_tmp: format!("vp{hex}"), alias: self.mark("ep", &id), bridge: net.bridge.clone(), mtu: net.mtu };
-        let inside = InsidePlan { peer_tmp: plan.peer_tmp.clone(), ifname, mac: ep.mac, ip, subnet: net.ipam.subnet, gateway: ep.gateway };
+        let plan = VethPlan { host_name: ep.host_veth.clone(), peer_name: ifname.clone(), peer_mac: ep.mac, alias: self.mark("ep", &id), bridge: net.bridge.clone(), mtu: net.mtu };
+        let inside = InsidePlan { ifname, ip, subnet: net.ipam.subnet, gateway: ep.gateway };
         let nspath = spec.netns.clone();
         let res = netlink::run_in(None, move |h| async move { netlink::create_veth(&h, &plan, &nspath).await }).and_then(|_| {
             netlink::run_in(Some(&spec.netns), move |h| async move { netlink::configure_inside(&h, &inside).await })

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use futures_util::TryStreamExt;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::{NetError, Result};
 use crate::ipam::{Mac, Subnet};
@@ -166,8 +167,10 @@ async fn set_alias(handle: &Handle, index: u32, name: &str, alias: &str) -> Resu
 pub struct VethPlan {
     /// Host-side name (enslaved to the bridge).
     pub host_name: String,
-    /// Temporary name of the container side while still in the host namespace.
-    pub peer_tmp: String,
+    /// Final name of the container side (`eth0`), created directly in the container's namespace.
+    pub peer_name: String,
+    /// MAC address of the container side.
+    pub peer_mac: Mac,
     /// Marker alias for the host side.
     pub alias: String,
     /// The bridge to attach to.
@@ -176,41 +179,40 @@ pub struct VethPlan {
     pub mtu: Option<u32>,
 }
 
-/// Creates the veth pair, attaches the host end to the bridge, moves the peer into `netns`.
+/// Creates the veth pair with its peer born inside `netns` (no move between namespaces, which
+/// costs RCU grace periods), then attaches the host end to the bridge and brings it up.
 pub async fn create_veth(handle: &Handle, plan: &VethPlan, netns: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
     let bridge = link_by_name(handle, &plan.bridge)
         .await?
         .ok_or_else(|| NetError::NotFound(format!("bridge {}", plan.bridge)))?;
-    let mut v = LinkVeth::new(&plan.host_name, &plan.peer_tmp);
+    let ns = std::fs::File::open(netns).map_err(|e| NetError::io(format!("open network namespace {}", netns.display()), e))?;
+    let mut peer = LinkUnspec::new_with_name(&plan.peer_name).setns_by_fd(ns.as_raw_fd()).address(plan.peer_mac.0.to_vec());
+    if let Some(mtu) = plan.mtu {
+        peer = peer.mtu(mtu);
+    }
+    let mut v = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(plan.host_name.clone())
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
     if let Some(mtu) = plan.mtu {
         v = v.mtu(mtu);
     }
-    handle.link().add(v.build()).execute().await.map_err(|e| nl_err(format!("add veth {}", plan.host_name), e))?;
+    handle
+        .link()
+        .add(v.build())
+        .execute()
+        .await
+        .map_err(|e| nl_err(format!("add veth {} with peer {} in {}", plan.host_name, plan.peer_name, netns.display()), e))?;
+    drop(ns);
     let res = async {
         let host = link_by_name(handle, &plan.host_name).await?.ok_or_else(|| NetError::NotFound(format!("veth {}", plan.host_name)))?;
-        let peer = link_by_name(handle, &plan.peer_tmp).await?.ok_or_else(|| NetError::NotFound(format!("veth {}", plan.peer_tmp)))?;
         set_alias(handle, host.index, &plan.host_name, &plan.alias).await?;
-        let mut set_host = LinkUnspec::new_with_index(host.index).controller(bridge.index).up();
-        if let Some(mtu) = plan.mtu {
-            set_host = set_host.mtu(mtu);
-        }
+        let set_host = LinkUnspec::new_with_index(host.index).controller(bridge.index).up();
         handle.link().set(set_host.build()).execute().await.map_err(|e| nl_err(format!("attach {} to {}", plan.host_name, plan.bridge), e))?;
         // hairpin: with br_netfilter, a container's DNATed connection to its own published port
         // is bridged back out the port it came in on.
         let hp = format!("/sys/class/net/{}/brport/hairpin_mode", plan.host_name);
         std::fs::write(&hp, "1").map_err(|e| NetError::io(format!("write {hp}"), e))?;
-        let ns = std::fs::File::open(netns).map_err(|e| NetError::io(format!("open network namespace {}", netns.display()), e))?;
-        use std::os::fd::AsRawFd;
-        let mut msg = LinkUnspec::new_with_index(peer.index).setns_by_fd(ns.as_raw_fd());
-        if let Some(mtu) = plan.mtu {
-            msg = msg.mtu(mtu);
-        }
-        handle
-            .link()
-            .set(msg.build())
-            .execute()
-            .await
-            .map_err(|e| nl_err(format!("move {} into {}", plan.peer_tmp, netns.display()), e))?;
         Ok(())
     }
     .await;
@@ -223,13 +225,9 @@ pub async fn create_veth(handle: &Handle, plan: &VethPlan, netns: &Path) -> Resu
 /// Configuration of the container side, applied inside its namespace.
 #[derive(Clone, Debug)]
 pub struct InsidePlan {
-    /// The peer's temporary name.
-    pub peer_tmp: String,
-    /// Final name (`eth0`, `eth1`, …).
+    /// Interface name (`eth0`, `eth1`, …).
     pub ifname: String,
-    /// MAC address.
-    pub mac: Mac,
-    /// Address and its subnet.
+    /// Address.
     pub ip: Ipv4Addr,
     /// The subnet (prefix length of the address).
     pub subnet: Subnet,
@@ -237,35 +235,29 @@ pub struct InsidePlan {
     pub gateway: Option<Ipv4Addr>,
 }
 
-/// Renames, addresses and brings up the container side; adds the default route when asked
+/// Addresses and brings up the container side and `lo`; adds the default route when asked
 /// and when the namespace has none yet (a second network does not steal the first's route).
 pub async fn configure_inside(handle: &Handle, p: &InsidePlan) -> Result<()> {
-    let peer = link_by_name(handle, &p.peer_tmp).await?.ok_or_else(|| NetError::NotFound(format!("veth {} in container", p.peer_tmp)))?;
+    let link = link_by_name(handle, &p.ifname).await?.ok_or_else(|| NetError::NotFound(format!("{} in container", p.ifname)))?;
     if let Some(lo) = link_by_name(handle, "lo").await? {
         handle.link().set(LinkUnspec::new_with_index(lo.index).up().build()).execute().await.map_err(|e| nl_err("set lo up", e))?;
     }
     handle
-        .link()
-        .set(LinkUnspec::new_with_index(peer.index).name(p.ifname.clone()).address(p.mac.0.to_vec()).build())
-        .execute()
-        .await
-        .map_err(|e| nl_err(format!("rename {} to {}", p.peer_tmp, p.ifname), e))?;
-    handle
         .address()
-        .add(peer.index, p.ip.into(), p.subnet.prefix())
+        .add(link.index, p.ip.into(), p.subnet.prefix())
         .execute()
         .await
         .map_err(|e| nl_err(format!("add address {}/{} to {}", p.ip, p.subnet.prefix(), p.ifname), e))?;
     handle
         .link()
-        .set(LinkUnspec::new_with_index(peer.index).up().build())
+        .set(LinkUnspec::new_with_index(link.index).up().build())
         .execute()
         .await
         .map_err(|e| nl_err(format!("set {} up", p.ifname), e))?;
     if let Some(gw) = p.gateway {
         let has_default = routes_v4(handle).await?.iter().any(|r| r.dest.prefix() == 0);
         if !has_default {
-            let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).output_interface(peer.index).build();
+            let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).output_interface(link.index).build();
             handle.route().add(route).execute().await.map_err(|e| nl_err(format!("add default route via {gw}"), e))?;
         }
     }
