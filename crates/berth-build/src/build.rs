@@ -9,7 +9,7 @@ use std::time::Instant;
 use berth_content::Store;
 use berth_core::{Digest, Mount, Platform, Reference};
 use berth_dockerfile::{
-    CommandLine, Dockerfile, DockerIgnore, Healthcheck, Instruction, MountType, RunScript, Sharing,
+    CommandLine, DockerIgnore, Dockerfile, Healthcheck, Instruction, MountType, RunScript, Sharing,
     Source, Stage,
 };
 use berth_image::chain::chain_id_step;
@@ -19,7 +19,7 @@ use berth_image::{Descriptor, ImageConfig, ImageService, Manifest, ResolvedImage
 use berth_metadata::{Image, Target};
 use sha2::{Digest as _, Sha256};
 
-use crate::cache::{self, CachedLayer, Cache, Entry};
+use crate::cache::{self, Cache, CachedLayer, Entry};
 use crate::copy::{self, CopyOpts, SourceTree, Src};
 use crate::error::BuildError;
 use crate::fsutil;
@@ -29,7 +29,12 @@ use crate::{BuildOptions, BuildResult, Event};
 /// Finds base images (FROM, `COPY --from=<image>`). The engine's implementation pulls.
 pub trait ImageResolver: Send + Sync {
     /// The image `name`, present locally when this returns; `pull`: refresh it first.
-    fn resolve(&self, images: &ImageService, name: &str, pull: bool) -> Result<ResolvedImage, BuildError>;
+    fn resolve(
+        &self,
+        images: &ImageService,
+        name: &str,
+        pull: bool,
+    ) -> Result<ResolvedImage, BuildError>;
 }
 
 /// Resolves base images from the local store only (`pull` is refused for missing images).
@@ -37,7 +42,12 @@ pub trait ImageResolver: Send + Sync {
 pub struct LocalResolver;
 
 impl ImageResolver for LocalResolver {
-    fn resolve(&self, images: &ImageService, name: &str, _pull: bool) -> Result<ResolvedImage, BuildError> {
+    fn resolve(
+        &self,
+        images: &ImageService,
+        name: &str,
+        _pull: bool,
+    ) -> Result<ResolvedImage, BuildError> {
         images.resolve(name).map_err(|e| match e.kind() {
             berth_core::ErrorKind::NotFound => BuildError::NotFound(format!(
                 "pull access denied for {name}: image not found locally and this builder does not pull"
@@ -60,8 +70,16 @@ pub struct Builder<'a> {
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const PROXY_ARGS: &[&str] = &[
-    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
-    "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
 ];
 
 fn rand_suffix() -> String {
@@ -143,7 +161,10 @@ impl State {
         let run = self.run();
         let env = run.env.get_or_insert_with(Vec::new);
         let item = format!("{key}={value}");
-        match env.iter_mut().find(|e| e.split_once('=').map(|(k, _)| k) == Some(key)) {
+        match env
+            .iter_mut()
+            .find(|e| e.split_once('=').map(|(k, _)| k) == Some(key))
+        {
             Some(e) => *e = item,
             None => env.push(item),
         }
@@ -260,7 +281,11 @@ pub fn commit_upper(
         ..Default::default()
     });
     let mut layers = opts.parent_layers.clone();
-    layers.push(Descriptor::new(media::OCI_LAYER, rep.compressed_digest.clone(), rep.size));
+    layers.push(Descriptor::new(
+        media::OCI_LAYER,
+        rep.compressed_digest.clone(),
+        rep.size,
+    ));
     // Unpack the new layer into its snapshot so the image can run at once.
     let chain = chain_id_step(opts.parent_chain.as_ref(), &rep.diff_id);
     let snaps = images.snapshotter();
@@ -270,7 +295,11 @@ pub fn commit_upper(
         snaps
             .prepare(&key, parent.as_deref())
             .map_err(|e| BuildError::Snapshot(format!("prepare {key}: {e}")))?;
-        let mut g = ActiveGuard { images, key: key.clone(), armed: true };
+        let mut g = ActiveGuard {
+            images,
+            key: key.clone(),
+            armed: true,
+        };
         let dst = snaps
             .upper_dir(&key)
             .map_err(|e| BuildError::Snapshot(format!("snapshot {key}: {e}")))?;
@@ -282,7 +311,11 @@ pub fn commit_upper(
         match snaps.commit(&chain.to_string(), &key) {
             Ok(()) => g.armed = false,
             Err(e) if e.kind() == berth_core::ErrorKind::Conflict => {}
-            Err(e) => return Err(BuildError::Snapshot(format!("commit snapshot {chain}: {e}"))),
+            Err(e) => {
+                return Err(BuildError::Snapshot(format!(
+                    "commit snapshot {chain}: {e}"
+                )))
+            }
         }
     }
     let (id, _) = write_image(images, &config, &layers, &opts.tags)?;
@@ -293,7 +326,9 @@ fn commit_blob(w: berth_content::Writer, digest: &Digest, size: u64) -> Result<(
     match w.commit(Some(size), Some(digest)) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == berth_core::ErrorKind::Conflict => Ok(()),
-        Err(e) => Err(BuildError::Store(format!("commit layer blob {digest}: {e}"))),
+        Err(e) => Err(BuildError::Store(format!(
+            "commit layer blob {digest}: {e}"
+        ))),
     }
 }
 
@@ -304,7 +339,8 @@ fn write_image(
     layers: &[Descriptor],
     tags: &[String],
 ) -> Result<(Digest, Descriptor), BuildError> {
-    let cfg = serde_json::to_vec(config).map_err(|e| BuildError::Store(format!("encode config: {e}")))?;
+    let cfg =
+        serde_json::to_vec(config).map_err(|e| BuildError::Store(format!("encode config: {e}")))?;
     let c = images
         .content()
         .write_blob(&cfg, None)
@@ -318,7 +354,8 @@ fn write_image(
         subject: None,
         annotations: BTreeMap::new(),
     };
-    let mb = serde_json::to_vec(&manifest).map_err(|e| BuildError::Store(format!("encode manifest: {e}")))?;
+    let mb = serde_json::to_vec(&manifest)
+        .map_err(|e| BuildError::Store(format!("encode manifest: {e}")))?;
     let m = images
         .content()
         .write_blob(&mb, None)
@@ -332,18 +369,26 @@ fn write_image(
     let db = images.db();
     if tags.is_empty() {
         if db.images_with_id(&id).map(|v| v.is_empty()).unwrap_or(true) {
-            db.put_image(&Image::new(id.to_string(), target.clone(), Some(id.clone())))
-                .map_err(|e| BuildError::Store(format!("record image {id}: {e}")))?;
+            db.put_image(&Image::new(
+                id.to_string(),
+                target.clone(),
+                Some(id.clone()),
+            ))
+            .map_err(|e| BuildError::Store(format!("record image {id}: {e}")))?;
         }
     } else {
         for t in tags {
-            let r = Reference::parse(t).map_err(|e| BuildError::Invalid(format!("invalid tag {t:?}: {e}")))?;
+            let r = Reference::parse(t)
+                .map_err(|e| BuildError::Invalid(format!("invalid tag {t:?}: {e}")))?;
             db.put_image(&Image::new(r.to_string(), target.clone(), Some(id.clone())))
                 .map_err(|e| BuildError::Store(format!("record image {t}: {e}")))?;
         }
         let _ = db.delete_image(&id.to_string());
     }
-    Ok((id, Descriptor::new(media::OCI_MANIFEST, m.digest().clone(), mb.len() as u64)))
+    Ok((
+        id,
+        Descriptor::new(media::OCI_MANIFEST, m.digest().clone(), mb.len() as u64),
+    ))
 }
 
 fn platform_args(p: &Platform) -> Vec<(String, String)> {
@@ -440,7 +485,11 @@ impl<'a> Builder<'a> {
     }
 
     /// `builder prune`: see [`Cache::prune`].
-    pub fn prune(&self, keep_storage: Option<u64>, all: bool) -> Result<cache::PruneReport, BuildError> {
+    pub fn prune(
+        &self,
+        keep_storage: Option<u64>,
+        all: bool,
+    ) -> Result<cache::PruneReport, BuildError> {
         self.cache.prune(self.images, keep_storage, all)
     }
 
@@ -466,7 +515,11 @@ impl<'a> Builder<'a> {
                 )));
             }
         }
-        let name = if opts.dockerfile_name.is_empty() { "Dockerfile" } else { &opts.dockerfile_name };
+        let name = if opts.dockerfile_name.is_empty() {
+            "Dockerfile"
+        } else {
+            &opts.dockerfile_name
+        };
         let text = match &opts.dockerfile {
             Some(t) => t.clone(),
             None => std::fs::read_to_string(opts.context.join(name))
@@ -480,14 +533,15 @@ impl<'a> Builder<'a> {
         build_args.extend(opts.build_args.clone());
         let globals = df.global_args(&build_args).map_err(parse_err)?;
         let target = match &opts.target {
-            Some(t) => df
-                .stage(t)
-                .map(|(i, _)| i)
-                .ok_or_else(|| BuildError::NotFound(format!("failed to reach build target {t} in Dockerfile")))?,
+            Some(t) => df.stage(t).map(|(i, _)| i).ok_or_else(|| {
+                BuildError::NotFound(format!("failed to reach build target {t} in Dockerfile"))
+            })?,
             None => df.stages.len() - 1,
         };
         // Stages the target needs.
-        let all_deps: Vec<BTreeSet<usize>> = (0..df.stages.len()).map(|i| deps(&df, i, &globals)).collect();
+        let all_deps: Vec<BTreeSet<usize>> = (0..df.stages.len())
+            .map(|i| deps(&df, i, &globals))
+            .collect();
         let mut needed = BTreeSet::new();
         let mut todo = vec![target];
         while let Some(i) = todo.pop() {
@@ -508,7 +562,8 @@ impl<'a> Builder<'a> {
             DockerIgnore::default()
         };
         let context = SourceTree::walk(&opts.context, &ignore, true)?;
-        std::fs::create_dir_all(&self.work).map_err(|e| BuildError::io(format!("create {}", self.work.display()), e))?;
+        std::fs::create_dir_all(&self.work)
+            .map_err(|e| BuildError::io(format!("create {}", self.work.display()), e))?;
         let shared = Shared {
             results: Mutex::new(BTreeMap::new()),
             cv: Condvar::new(),
@@ -539,7 +594,11 @@ impl<'a> Builder<'a> {
                         Err(e) => {
                             let msg = e.to_string();
                             ctx.shared.cancel.store(true, Ordering::SeqCst);
-                            let mut fe = ctx.shared.first_error.lock().unwrap_or_else(|p| p.into_inner());
+                            let mut fe = ctx
+                                .shared
+                                .first_error
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner());
                             if fe.is_none() {
                                 *fe = Some(e);
                             }
@@ -552,7 +611,12 @@ impl<'a> Builder<'a> {
                 });
             }
         });
-        if let Some(e) = shared.first_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(e) = shared
+            .first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             return Err(e);
         }
         let final_state = shared
@@ -571,11 +635,15 @@ impl<'a> Builder<'a> {
         progress(&Event::Built { id: id.clone() });
         let mut tags = Vec::new();
         for t in &opts.tags {
-            let n = Reference::parse(t).map(|r| r.familiar()).unwrap_or_else(|_| t.clone());
+            let n = Reference::parse(t)
+                .map(|r| r.familiar())
+                .unwrap_or_else(|_| t.clone());
             progress(&Event::Tagged { name: n.clone() });
             tags.push(n);
         }
-        let limit = self.limit.unwrap_or_else(|| cache::default_limit(self.images.root()));
+        let limit = self
+            .limit
+            .unwrap_or_else(|| cache::default_limit(self.images.root()));
         if self.cache.size()? > limit {
             self.cache.prune(self.images, Some(limit), false)?;
         }
@@ -588,7 +656,13 @@ impl<'a> Builder<'a> {
         })
     }
 
-    fn stage_thread(&self, ctx: &Ctx<'_>, idx: usize, deps: &BTreeSet<usize>, off: usize) -> Result<State, BuildError> {
+    fn stage_thread(
+        &self,
+        ctx: &Ctx<'_>,
+        idx: usize,
+        deps: &BTreeSet<usize>,
+        off: usize,
+    ) -> Result<State, BuildError> {
         // Wait for the stages this one needs.
         {
             let mut res = ctx.shared.results.lock().unwrap_or_else(|p| p.into_inner());
@@ -616,9 +690,19 @@ impl<'a> Builder<'a> {
             .and_then(|r| r.as_ref().ok().cloned())
     }
 
-    fn base_state(&self, ctx: &Ctx<'_>, idx: usize, stage: &Stage) -> Result<(State, Vec<String>), BuildError> {
-        let base = stage.expand_base(&ctx.globals.to_vec(), ctx.df.escape).map_err(parse_err)?;
-        if let Some(p) = stage.expand_platform(&ctx.globals.to_vec(), ctx.df.escape).map_err(parse_err)? {
+    fn base_state(
+        &self,
+        ctx: &Ctx<'_>,
+        idx: usize,
+        stage: &Stage,
+    ) -> Result<(State, Vec<String>), BuildError> {
+        let base = stage
+            .expand_base(&ctx.globals.to_vec(), ctx.df.escape)
+            .map_err(parse_err)?;
+        if let Some(p) = stage
+            .expand_platform(&ctx.globals.to_vec(), ctx.df.escape)
+            .map_err(parse_err)?
+        {
             let host = self.images.platform();
             match Platform::parse(&p) {
                 Some(want) if want.matches(host) || host.matches(&want) => {}
@@ -649,11 +733,21 @@ impl<'a> Builder<'a> {
                     env: Some(vec![DEFAULT_PATH.to_owned()]),
                     ..Default::default()
                 }),
-                rootfs: berth_image::spec::RootFs { kind: "layers".into(), diff_ids: Vec::new() },
+                rootfs: berth_image::spec::RootFs {
+                    kind: "layers".into(),
+                    diff_ids: Vec::new(),
+                },
                 ..Default::default()
             };
             return Ok((
-                State { chain: None, layers: Vec::new(), config, key: sha(&["scratch"]), args: Vec::new(), cmd_set: false },
+                State {
+                    chain: None,
+                    layers: Vec::new(),
+                    config,
+                    key: sha(&["scratch"]),
+                    args: Vec::new(),
+                    cmd_set: false,
+                },
                 Vec::new(),
             ));
         }
@@ -665,8 +759,14 @@ impl<'a> Builder<'a> {
             .as_mut()
             .and_then(|c| c.on_build.take())
             .unwrap_or_default();
-        if config.config.as_ref().and_then(|c| c.env.as_ref()).is_none() {
-            config.config.get_or_insert_with(RunConfig::default).env = Some(vec![DEFAULT_PATH.to_owned()]);
+        if config
+            .config
+            .as_ref()
+            .and_then(|c| c.env.as_ref())
+            .is_none()
+        {
+            config.config.get_or_insert_with(RunConfig::default).env =
+                Some(vec![DEFAULT_PATH.to_owned()]);
         }
         Ok((
             State {
@@ -684,46 +784,93 @@ impl<'a> Builder<'a> {
     fn run_stage(&self, ctx: &Ctx<'_>, idx: usize, off: usize) -> Result<State, BuildError> {
         let stage = &ctx.df.stages[idx];
         let t0 = Instant::now();
-        (ctx.progress)(&Event::Step { step: off + 1, total: ctx.total, stage: idx, instruction: stage.original.trim().to_owned() });
+        (ctx.progress)(&Event::Step {
+            step: off + 1,
+            total: ctx.total,
+            stage: idx,
+            instruction: stage.original.trim().to_owned(),
+        });
         let (mut st, triggers) = self.base_state(ctx, idx, stage)?;
-        (ctx.progress)(&Event::StepDone { step: off + 1, id: st.key[..12].to_owned(), duration: t0.elapsed() });
+        (ctx.progress)(&Event::StepDone {
+            step: off + 1,
+            id: st.key[..12].to_owned(),
+            duration: t0.elapsed(),
+        });
         // ONBUILD triggers of the base run first.
         if !triggers.is_empty() {
             let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
-            let tdf = berth_dockerfile::parse(&text).map_err(|e| BuildError::Parse(format!("ONBUILD trigger: {e}")))?;
+            let tdf = berth_dockerfile::parse(&text)
+                .map_err(|e| BuildError::Parse(format!("ONBUILD trigger: {e}")))?;
             for step in &tdf.stages[0].instructions {
-                (ctx.progress)(&Event::Output { step: off + 1, line: format!("# Executing {} build trigger\n", 1) });
-                self.step(ctx, idx, off + 1, &mut st, &step.instruction, &step.original)?;
+                (ctx.progress)(&Event::Output {
+                    step: off + 1,
+                    line: format!("# Executing {} build trigger\n", 1),
+                });
+                self.step(
+                    ctx,
+                    idx,
+                    off + 1,
+                    &mut st,
+                    &step.instruction,
+                    &step.original,
+                )?;
             }
         }
         for (n, step) in stage.instructions.iter().enumerate() {
             if ctx.shared.cancel.load(Ordering::SeqCst) {
-                return Err(BuildError::Invalid("build cancelled: another stage failed".into()));
+                return Err(BuildError::Invalid(
+                    "build cancelled: another stage failed".into(),
+                ));
             }
             let num = off + 2 + n;
             let t = Instant::now();
-            (ctx.progress)(&Event::Step { step: num, total: ctx.total, stage: idx, instruction: step.original.trim().to_owned() });
+            (ctx.progress)(&Event::Step {
+                step: num,
+                total: ctx.total,
+                stage: idx,
+                instruction: step.original.trim().to_owned(),
+            });
             self.step(ctx, idx, num, &mut st, &step.instruction, &step.original)?;
-            (ctx.progress)(&Event::StepDone { step: num, id: st.key[..12].to_owned(), duration: t.elapsed() });
+            (ctx.progress)(&Event::StepDone {
+                step: num,
+                id: st.key[..12].to_owned(),
+                duration: t.elapsed(),
+            });
         }
         Ok(st)
     }
 
     /// One instruction.
-    fn step(&self, ctx: &Ctx<'_>, idx: usize, num: usize, st: &mut State, ins: &Instruction, original: &str) -> Result<(), BuildError> {
+    fn step(
+        &self,
+        ctx: &Ctx<'_>,
+        idx: usize,
+        num: usize,
+        st: &mut State,
+        ins: &Instruction,
+        original: &str,
+    ) -> Result<(), BuildError> {
         let esc = ctx.df.escape;
         let vars = st.vars();
         let expanded = match ins {
             Instruction::Arg(_) | Instruction::Run(_) => ins.clone(),
-            _ => ins.expand(&vars, esc).map_err(|e| BuildError::Parse(format!("{original}: {e}")))?,
+            _ => ins
+                .expand(&vars, esc)
+                .map_err(|e| BuildError::Parse(format!("{original}: {e}")))?,
         };
         // Config-only steps.
         let config_change: Option<String> = match &expanded {
             Instruction::Arg(args) => {
                 let mut shown = Vec::new();
                 for a in args {
-                    let v = berth_dockerfile::resolve_arg(a, ctx.build_args, &ctx.globals.to_vec(), &vars, esc)
-                        .map_err(|e| BuildError::Parse(format!("{original}: {e}")))?;
+                    let v = berth_dockerfile::resolve_arg(
+                        a,
+                        ctx.build_args,
+                        &ctx.globals.to_vec(),
+                        &vars,
+                        esc,
+                    )
+                    .map_err(|e| BuildError::Parse(format!("{original}: {e}")))?;
                     match v {
                         Some(v) => {
                             shown.push(format!("{}={}", a.name, v));
@@ -738,7 +885,10 @@ impl<'a> Builder<'a> {
                 for kv in kvs {
                     st.set_env(&kv.key, &kv.value);
                 }
-                let s: Vec<String> = kvs.iter().map(|kv| format!("{}={}", kv.key, kv.value)).collect();
+                let s: Vec<String> = kvs
+                    .iter()
+                    .map(|kv| format!("{}={}", kv.key, kv.value))
+                    .collect();
                 Some(nop(format!("ENV {}", s.join(" "))))
             }
             Instruction::Label(kvs) => {
@@ -746,7 +896,10 @@ impl<'a> Builder<'a> {
                 for kv in kvs {
                     labels.insert(kv.key.clone(), kv.value.clone());
                 }
-                let s: Vec<String> = kvs.iter().map(|kv| format!("{}={}", kv.key, kv.value)).collect();
+                let s: Vec<String> = kvs
+                    .iter()
+                    .map(|kv| format!("{}={}", kv.key, kv.value))
+                    .collect();
                 Some(nop(format!("LABEL {}", s.join(" "))))
             }
             Instruction::Expose(ports) => {
@@ -769,7 +922,11 @@ impl<'a> Builder<'a> {
             }
             Instruction::Workdir(w) => {
                 let cur = st.workdir();
-                let p = if w.starts_with('/') { w.clone() } else { format!("{}/{}", cur.trim_end_matches('/'), w) };
+                let p = if w.starts_with('/') {
+                    w.clone()
+                } else {
+                    format!("{}/{}", cur.trim_end_matches('/'), w)
+                };
                 let p = berth_dockerfile::clean_path(&p);
                 st.run().working_dir = Some(p.clone());
                 Some(format!("/bin/sh -c #(nop) WORKDIR {p}"))
@@ -779,7 +936,10 @@ impl<'a> Builder<'a> {
                 let args = c.as_ref().map(|c| c.to_args(&shell));
                 st.run().cmd = args.clone();
                 st.cmd_set = true;
-                Some(nop(format!("CMD {}", quote_args(&args.unwrap_or_default()))))
+                Some(nop(format!(
+                    "CMD {}",
+                    quote_args(&args.unwrap_or_default())
+                )))
             }
             Instruction::Entrypoint(e) => {
                 let shell = st.shell();
@@ -788,7 +948,10 @@ impl<'a> Builder<'a> {
                 if !st.cmd_set {
                     st.run().cmd = None;
                 }
-                Some(nop(format!("ENTRYPOINT {}", quote_args(&args.unwrap_or_default()))))
+                Some(nop(format!(
+                    "ENTRYPOINT {}",
+                    quote_args(&args.unwrap_or_default())
+                )))
             }
             Instruction::Shell(s) => {
                 st.run().shell = Some(s.clone());
@@ -803,13 +966,26 @@ impl<'a> Builder<'a> {
                 Some(nop(format!("MAINTAINER {m}")))
             }
             Instruction::Onbuild(o) => {
-                st.run().on_build.get_or_insert_with(Vec::new).push(o.expression.clone());
+                st.run()
+                    .on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(o.expression.clone());
                 Some(nop(format!("ONBUILD {}", o.expression)))
             }
             Instruction::Healthcheck(h) => {
                 let hc = match h {
-                    Healthcheck::None => berth_image::spec::HealthConfig { test: Some(h.test()), ..Default::default() },
-                    Healthcheck::Check { interval, timeout, start_period, start_interval, retries, .. } => {
+                    Healthcheck::None => berth_image::spec::HealthConfig {
+                        test: Some(h.test()),
+                        ..Default::default()
+                    },
+                    Healthcheck::Check {
+                        interval,
+                        timeout,
+                        start_period,
+                        start_interval,
+                        retries,
+                        ..
+                    } => {
                         let ns = |d: &Option<std::time::Duration>| d.map(|d| d.as_nanos() as i64);
                         berth_image::spec::HealthConfig {
                             test: Some(h.test()),
@@ -838,21 +1014,58 @@ impl<'a> Builder<'a> {
             Instruction::Run(r) => self.run_step(ctx, idx, num, st, r, &vars),
             Instruction::Copy(c) => {
                 let srcs = c.sources.clone();
-                let co = CopyOpts { parents: c.parents, exclude: c.exclude.clone(), ..Default::default() };
-                self.copy_step(ctx, idx, num, st, "COPY", &srcs, &c.dest, c.from.as_deref(), c.chown.as_deref(), c.chmod.as_deref(), co, original)
+                let co = CopyOpts {
+                    parents: c.parents,
+                    exclude: c.exclude.clone(),
+                    ..Default::default()
+                };
+                self.copy_step(
+                    ctx,
+                    idx,
+                    num,
+                    st,
+                    "COPY",
+                    &srcs,
+                    &c.dest,
+                    c.from.as_deref(),
+                    c.chown.as_deref(),
+                    c.chmod.as_deref(),
+                    co,
+                    original,
+                )
             }
             Instruction::Add(a) => {
                 for s in &a.sources {
                     if let Source::Path(p) = s {
-                        if p.starts_with("http://") || p.starts_with("https://") || p.starts_with("git@") {
+                        if p.starts_with("http://")
+                            || p.starts_with("https://")
+                            || p.starts_with("git@")
+                        {
                             return Err(BuildError::Unsupported(format!(
                                 "ADD {p}: remote sources are not supported by this builder yet"
                             )));
                         }
                     }
                 }
-                let co = CopyOpts { exclude: a.exclude.clone(), unpack_archives: a.unpack != Some(false), ..Default::default() };
-                self.copy_step(ctx, idx, num, st, "ADD", &a.sources, &a.dest, None, a.chown.as_deref(), a.chmod.as_deref(), co, original)
+                let co = CopyOpts {
+                    exclude: a.exclude.clone(),
+                    unpack_archives: a.unpack != Some(false),
+                    ..Default::default()
+                };
+                self.copy_step(
+                    ctx,
+                    idx,
+                    num,
+                    st,
+                    "ADD",
+                    &a.sources,
+                    &a.dest,
+                    None,
+                    a.chown.as_deref(),
+                    a.chmod.as_deref(),
+                    co,
+                    original,
+                )
             }
             _ => Ok(()),
         }
@@ -866,18 +1079,35 @@ impl<'a> Builder<'a> {
             }
         }
         let created = now_rfc3339();
-        self.cache.put(self.images, key, &Entry { layer: None, created: created.clone() })?;
+        self.cache.put(
+            self.images,
+            key,
+            &Entry {
+                layer: None,
+                created: created.clone(),
+            },
+        )?;
         Ok(created)
     }
 
     /// A cache hit for `key` whose blob and snapshot still exist.
-    fn lookup(&self, ctx: &Ctx<'_>, key: &str) -> Result<Option<(CachedLayer, String)>, BuildError> {
+    fn lookup(
+        &self,
+        ctx: &Ctx<'_>,
+        key: &str,
+    ) -> Result<Option<(CachedLayer, String)>, BuildError> {
         if ctx.opts.no_cache {
             return Ok(None);
         }
-        let Some(e) = self.cache.get(key)? else { return Ok(None) };
+        let Some(e) = self.cache.get(key)? else {
+            return Ok(None);
+        };
         let Some(l) = e.layer else { return Ok(None) };
-        let snap_ok = self.images.snapshotter().stat(&l.chain_id.to_string()).is_ok();
+        let snap_ok = self
+            .images
+            .snapshotter()
+            .stat(&l.chain_id.to_string())
+            .is_ok();
         let blob_ok = self.images.content().info(&l.blob).is_ok();
         if snap_ok && blob_ok {
             Ok(Some((l, e.created)))
@@ -887,9 +1117,17 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn apply_layer_result(&self, st: &mut State, key: String, l: &CachedLayer, created: &str, created_by: String) {
+    fn apply_layer_result(
+        &self,
+        st: &mut State,
+        key: String,
+        l: &CachedLayer,
+        created: &str,
+        created_by: String,
+    ) {
         st.chain = Some(l.chain_id.clone());
-        st.layers.push(Descriptor::new(&l.media_type, l.blob.clone(), l.size));
+        st.layers
+            .push(Descriptor::new(&l.media_type, l.blob.clone(), l.size));
         st.config.rootfs.diff_ids.push(l.diff_id.clone());
         st.key = key;
         st.history(created, created_by, false);
@@ -908,11 +1146,24 @@ impl<'a> Builder<'a> {
         let mounts = snaps
             .prepare(&key, parent.as_deref())
             .map_err(|e| BuildError::Snapshot(format!("prepare snapshot on {parent:?}: {e}")))?;
-        Ok((ActiveGuard { images: self.images, key, armed: true }, mounts))
+        Ok((
+            ActiveGuard {
+                images: self.images,
+                key,
+                armed: true,
+            },
+            mounts,
+        ))
     }
 
     /// Diff the active snapshot into a blob, commit it under its chain id, record the cache.
-    fn finish_layer(&self, st: &State, mut active: ActiveGuard<'_>, mounts: &[Mount], key: &str) -> Result<(CachedLayer, String), BuildError> {
+    fn finish_layer(
+        &self,
+        st: &State,
+        mut active: ActiveGuard<'_>,
+        mounts: &[Mount],
+        key: &str,
+    ) -> Result<(CachedLayer, String), BuildError> {
         let snaps = self.images.snapshotter();
         let upper = snaps
             .upper_dir(&active.key)
@@ -931,7 +1182,11 @@ impl<'a> Builder<'a> {
         match snaps.commit(&chain.to_string(), &active.key) {
             Ok(()) => active.armed = false,
             Err(e) if e.kind() == berth_core::ErrorKind::Conflict => {} // same layer exists: drop ours
-            Err(e) => return Err(BuildError::Snapshot(format!("commit snapshot {chain}: {e}"))),
+            Err(e) => {
+                return Err(BuildError::Snapshot(format!(
+                    "commit snapshot {chain}: {e}"
+                )))
+            }
         }
         drop(active);
         let layer = CachedLayer {
@@ -942,12 +1197,24 @@ impl<'a> Builder<'a> {
             chain_id: chain,
         };
         let created = now_rfc3339();
-        self.cache.put(self.images, key, &Entry { layer: Some(layer.clone()), created: created.clone() })?;
+        self.cache.put(
+            self.images,
+            key,
+            &Entry {
+                layer: Some(layer.clone()),
+                created: created.clone(),
+            },
+        )?;
         Ok((layer, created))
     }
 
     /// A stage's (or image's) rootfs mounted read-only, for COPY --from and RUN --mount from=.
-    fn mount_source(&self, ctx: &Ctx<'_>, idx: usize, from: &str) -> Result<(MountGuard, Option<ActiveGuard<'_>>, Option<Digest>), BuildError> {
+    fn mount_source(
+        &self,
+        ctx: &Ctx<'_>,
+        idx: usize,
+        from: &str,
+    ) -> Result<(MountGuard, Option<ActiveGuard<'_>>, Option<Digest>), BuildError> {
         let chain = match ctx.df.stage(from).filter(|(i, _)| *i < idx) {
             Some((i, _)) => self
                 .stage_result(ctx, i)
@@ -961,17 +1228,28 @@ impl<'a> Builder<'a> {
             }
         };
         let dir = self.work.join(format!("src-{}", rand_suffix()));
-        std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(format!("create {}", dir.display()), e))?;
-        let mut g = MountGuard { dir: dir.clone(), mounted: false };
-        let Some(c) = &chain else { return Ok((g, None, None)) };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| BuildError::io(format!("create {}", dir.display()), e))?;
+        let mut g = MountGuard {
+            dir: dir.clone(),
+            mounted: false,
+        };
+        let Some(c) = &chain else {
+            return Ok((g, None, None));
+        };
         let key = format!("berth-build-view-{}", rand_suffix());
         let mounts = self
             .images
             .snapshotter()
             .view(&key, Some(&c.to_string()))
             .map_err(|e| BuildError::Snapshot(format!("view {c}: {e}")))?;
-        let view = ActiveGuard { images: self.images, key, armed: true };
-        berth_snapshot::mount_all(&mounts, &dir).map_err(|e| BuildError::Snapshot(format!("mount {from}: {e}")))?;
+        let view = ActiveGuard {
+            images: self.images,
+            key,
+            armed: true,
+        };
+        berth_snapshot::mount_all(&mounts, &dir)
+            .map_err(|e| BuildError::Snapshot(format!("mount {from}: {e}")))?;
         g.mounted = true;
         Ok((g, Some(view), chain))
     }
@@ -994,15 +1272,23 @@ impl<'a> Builder<'a> {
     ) -> Result<(), BuildError> {
         let (active, mounts) = self.prepare(st)?;
         let mp = self.work.join(format!("mnt-{}", rand_suffix()));
-        std::fs::create_dir_all(&mp).map_err(|e| BuildError::io(format!("create {}", mp.display()), e))?;
-        let mut mg = MountGuard { dir: mp.clone(), mounted: false };
-        berth_snapshot::mount_all(&mounts, &mp).map_err(|e| BuildError::Snapshot(format!("mount rootfs: {e}")))?;
+        std::fs::create_dir_all(&mp)
+            .map_err(|e| BuildError::io(format!("create {}", mp.display()), e))?;
+        let mut mg = MountGuard {
+            dir: mp.clone(),
+            mounted: false,
+        };
+        berth_snapshot::mount_all(&mounts, &mp)
+            .map_err(|e| BuildError::Snapshot(format!("mount rootfs: {e}")))?;
         mg.mounted = true;
         if let Some(c) = chown {
             co.owner = Some(fsutil::resolve_user(Some(&mp), c)?);
         }
         if let Some(m) = chmod {
-            co.chmod = Some(u32::from_str_radix(m, 8).map_err(|_| BuildError::Invalid(format!("{cmd} --chmod={m}: invalid mode")))?);
+            co.chmod =
+                Some(u32::from_str_radix(m, 8).map_err(|_| {
+                    BuildError::Invalid(format!("{cmd} --chmod={m}: invalid mode"))
+                })?);
         }
         let dest_abs = if dest.starts_with('/') {
             dest.to_owned()
@@ -1088,7 +1374,10 @@ impl<'a> Builder<'a> {
         };
         let mut env = st.env();
         // Build args in scope reach RUN's environment (ENV wins); so do the proxy args.
-        let env_keys: BTreeSet<String> = env.iter().filter_map(|e| e.split_once('=').map(|(k, _)| k.to_owned())).collect();
+        let env_keys: BTreeSet<String> = env
+            .iter()
+            .filter_map(|e| e.split_once('=').map(|(k, _)| k.to_owned()))
+            .collect();
         let mut arg_env: Vec<String> = Vec::new();
         for (k, v) in &st.args {
             if !env_keys.contains(k) {
@@ -1111,7 +1400,12 @@ impl<'a> Builder<'a> {
             Some(berth_dockerfile::NetworkMode::None) => StepNetwork::None,
             _ => ctx.opts.network,
         };
-        let user = st.config.config.as_ref().and_then(|c| c.user.clone()).filter(|u| !u.is_empty());
+        let user = st
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.user.clone())
+            .filter(|u| !u.is_empty());
         let workdir = st.workdir();
         let mut secret_ids: Vec<String> = Vec::new();
         for s in &specs {
@@ -1154,18 +1448,30 @@ impl<'a> Builder<'a> {
         let mut locks: Vec<std::fs::File> = Vec::new();
         let mut temp_files: Vec<PathBuf> = Vec::new();
         let tmp_dir = self.work.join(format!("run-{}", rand_suffix()));
-        std::fs::create_dir_all(&tmp_dir).map_err(|e| BuildError::io(format!("create {}", tmp_dir.display()), e))?;
+        std::fs::create_dir_all(&tmp_dir)
+            .map_err(|e| BuildError::io(format!("create {}", tmp_dir.display()), e))?;
         let _tmp_clean = DirCleanup(tmp_dir.clone());
         for (path, data) in &extra_files {
             let f = tmp_dir.join(format!("heredoc-{}", temp_files.len()));
-            std::fs::write(&f, data).map_err(|e| BuildError::io(format!("write {}", f.display()), e))?;
-            let _ = std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+            std::fs::write(&f, data)
+                .map_err(|e| BuildError::io(format!("write {}", f.display()), e))?;
+            let _ =
+                std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755));
             temp_files.push(f.clone());
-            step_mounts.push(StepMount { destination: path.clone(), kind: "bind".into(), source: f, options: vec!["rbind".into(), "ro".into()] });
+            step_mounts.push(StepMount {
+                destination: path.clone(),
+                kind: "bind".into(),
+                source: f,
+                options: vec!["rbind".into(), "ro".into()],
+            });
         }
         for s in &specs {
             let target = s.target.clone().unwrap_or_default();
-            let target = if target.starts_with('/') { target } else { format!("{}/{}", workdir.trim_end_matches('/'), target) };
+            let target = if target.starts_with('/') {
+                target
+            } else {
+                format!("{}/{}", workdir.trim_end_matches('/'), target)
+            };
             let ro = if s.readonly { "ro" } else { "rw" };
             match s.kind {
                 MountType::Tmpfs => {
@@ -1173,52 +1479,98 @@ impl<'a> Builder<'a> {
                     if let Some(sz) = s.size {
                         o.push(format!("size={sz}"));
                     }
-                    step_mounts.push(StepMount { destination: target, kind: "tmpfs".into(), source: "tmpfs".into(), options: o });
+                    step_mounts.push(StepMount {
+                        destination: target,
+                        kind: "tmpfs".into(),
+                        source: "tmpfs".into(),
+                        options: o,
+                    });
                 }
                 MountType::Secret => {
                     let id = s.id.clone().unwrap_or_default();
                     match ctx.opts.secrets.get(&id) {
                         Some(src) => {
-                            let dst = if s.target.is_some() { target } else { format!("/run/secrets/{id}") };
-                            step_mounts.push(StepMount { destination: dst, kind: "bind".into(), source: src.clone(), options: vec!["rbind".into(), "ro".into()] });
+                            let dst = if s.target.is_some() {
+                                target
+                            } else {
+                                format!("/run/secrets/{id}")
+                            };
+                            step_mounts.push(StepMount {
+                                destination: dst,
+                                kind: "bind".into(),
+                                source: src.clone(),
+                                options: vec!["rbind".into(), "ro".into()],
+                            });
                         }
                         None if s.required => {
-                            return Err(BuildError::NotFound(format!("secret {id} not found: it is required by RUN --mount=type=secret")))
+                            return Err(BuildError::NotFound(format!(
+                                "secret {id} not found: it is required by RUN --mount=type=secret"
+                            )))
                         }
                         None => {}
                     }
                 }
                 MountType::Ssh => {
-                    (ctx.progress)(&Event::Output { step: num, line: "warning: RUN --mount=type=ssh is not supported; ignored\n".into() });
+                    (ctx.progress)(&Event::Output {
+                        step: num,
+                        line: "warning: RUN --mount=type=ssh is not supported; ignored\n".into(),
+                    });
                 }
                 MountType::Cache => {
                     let id = s.id.clone().unwrap_or_else(|| target.clone());
-                    let base = self.cache_mounts_dir().join(hex::encode(Sha256::digest(id.as_bytes())));
+                    let base = self
+                        .cache_mounts_dir()
+                        .join(hex::encode(Sha256::digest(id.as_bytes())));
                     let dir = match s.sharing.unwrap_or(Sharing::Shared) {
                         Sharing::Private => {
                             let d = tmp_dir.join(format!("cache-{}", step_mounts.len()));
-                            std::fs::create_dir_all(&d).map_err(|e| BuildError::io(format!("create {}", d.display()), e))?;
+                            std::fs::create_dir_all(&d).map_err(|e| {
+                                BuildError::io(format!("create {}", d.display()), e)
+                            })?;
                             d
                         }
                         sharing => {
-                            std::fs::create_dir_all(&base).map_err(|e| BuildError::io(format!("create {}", base.display()), e))?;
+                            std::fs::create_dir_all(&base).map_err(|e| {
+                                BuildError::io(format!("create {}", base.display()), e)
+                            })?;
                             if sharing == Sharing::Locked {
-                                let lf = std::fs::File::options().create(true).truncate(false).write(true).open(base.with_extension("lock"))
+                                let lf = std::fs::File::options()
+                                    .create(true)
+                                    .truncate(false)
+                                    .write(true)
+                                    .open(base.with_extension("lock"))
                                     .map_err(|e| BuildError::io("open cache mount lock", e))?;
                                 rustix::fs::flock(&lf, rustix::fs::FlockOperation::LockExclusive)
-                                    .map_err(|e| BuildError::io("lock cache mount", std::io::Error::from_raw_os_error(e.raw_os_error())))?;
+                                    .map_err(|e| {
+                                    BuildError::io(
+                                        "lock cache mount",
+                                        std::io::Error::from_raw_os_error(e.raw_os_error()),
+                                    )
+                                })?;
                                 locks.push(lf);
                             }
                             base
                         }
                     };
                     if let (Some(uid), gid) = (s.uid, s.gid) {
-                        let _ = rustix::fs::chown(&dir, Some(rustix::fs::Uid::from_raw(uid)), gid.map(rustix::fs::Gid::from_raw));
+                        let _ = rustix::fs::chown(
+                            &dir,
+                            Some(rustix::fs::Uid::from_raw(uid)),
+                            gid.map(rustix::fs::Gid::from_raw),
+                        );
                     }
                     if let Some(m) = s.mode {
-                        let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(m));
+                        let _ = std::fs::set_permissions(
+                            &dir,
+                            std::os::unix::fs::PermissionsExt::from_mode(m),
+                        );
                     }
-                    step_mounts.push(StepMount { destination: target, kind: "bind".into(), source: dir, options: vec!["rbind".into(), ro.into()] });
+                    step_mounts.push(StepMount {
+                        destination: target,
+                        kind: "bind".into(),
+                        source: dir,
+                        options: vec!["rbind".into(), ro.into()],
+                    });
                 }
                 MountType::Bind => {
                     let src_rel = s.source.clone().unwrap_or_default();
@@ -1236,10 +1588,15 @@ impl<'a> Builder<'a> {
                     };
                     // resolve the source inside its root, then bind the resolved fd's path
                     let rfd = fsutil::open_root(&root)?;
-                    let fd = fsutil::open_in(&rfd, &src_rel, rustix::fs::OFlags::PATH)
-                        .map_err(|e| BuildError::NotFound(format!("RUN --mount source {src_rel}: {e}")))?;
-                    let real = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
-                        .map_err(|e| BuildError::io("resolve bind source", e))?;
+                    let fd =
+                        fsutil::open_in(&rfd, &src_rel, rustix::fs::OFlags::PATH).map_err(|e| {
+                            BuildError::NotFound(format!("RUN --mount source {src_rel}: {e}"))
+                        })?;
+                    let real = std::fs::read_link(format!(
+                        "/proc/self/fd/{}",
+                        std::os::fd::AsRawFd::as_raw_fd(&fd)
+                    ))
+                    .map_err(|e| BuildError::io("resolve bind source", e))?;
                     // a private copy when writable, so the context is never changed
                     let source = if s.readonly {
                         real
@@ -1248,16 +1605,26 @@ impl<'a> Builder<'a> {
                         copy_tree(&real, &d)?;
                         d
                     };
-                    step_mounts.push(StepMount { destination: target, kind: "bind".into(), source, options: vec!["rbind".into(), ro.into()] });
+                    step_mounts.push(StepMount {
+                        destination: target,
+                        kind: "bind".into(),
+                        source,
+                        options: vec!["rbind".into(), ro.into()],
+                    });
                 }
             }
         }
         let (uid, gid) = match &user {
             Some(u) => {
                 let mp = self.work.join(format!("mnt-{}", rand_suffix()));
-                std::fs::create_dir_all(&mp).map_err(|e| BuildError::io(format!("create {}", mp.display()), e))?;
-                let mut g = MountGuard { dir: mp.clone(), mounted: false };
-                berth_snapshot::mount_all(&mounts, &mp).map_err(|e| BuildError::Snapshot(format!("mount rootfs: {e}")))?;
+                std::fs::create_dir_all(&mp)
+                    .map_err(|e| BuildError::io(format!("create {}", mp.display()), e))?;
+                let mut g = MountGuard {
+                    dir: mp.clone(),
+                    mounted: false,
+                };
+                berth_snapshot::mount_all(&mounts, &mp)
+                    .map_err(|e| BuildError::Snapshot(format!("mount rootfs: {e}")))?;
                 g.mounted = true;
                 fsutil::resolve_user(Some(&mp), u)?
             }
@@ -1276,13 +1643,21 @@ impl<'a> Builder<'a> {
             network,
             mounts: step_mounts,
         };
-        let mut out = |line: &str| (ctx.progress)(&Event::Output { step: num, line: line.to_owned() });
+        let mut out = |line: &str| {
+            (ctx.progress)(&Event::Output {
+                step: num,
+                line: line.to_owned(),
+            })
+        };
         let code = self.runner.run(&req, &mut out)?;
         drop(guards);
         drop(views);
         drop(locks);
         if code != 0 {
-            return Err(BuildError::StepFailed { command: args.join(" "), code });
+            return Err(BuildError::StepFailed {
+                command: args.join(" "),
+                code,
+            });
         }
         let upper = self
             .images
@@ -1298,25 +1673,47 @@ impl<'a> Builder<'a> {
 
     /// For each extra mount, the destination and its ancestors that do not exist in the rootfs
     /// (deepest first).
-    fn missing_paths(&self, mounts: &[Mount], extra: &[StepMount]) -> Result<Vec<String>, BuildError> {
+    fn missing_paths(
+        &self,
+        mounts: &[Mount],
+        extra: &[StepMount],
+    ) -> Result<Vec<String>, BuildError> {
         if extra.is_empty() {
             return Ok(Vec::new());
         }
         let mp = self.work.join(format!("mnt-{}", rand_suffix()));
-        std::fs::create_dir_all(&mp).map_err(|e| BuildError::io(format!("create {}", mp.display()), e))?;
-        let mut g = MountGuard { dir: mp.clone(), mounted: false };
-        berth_snapshot::mount_all(mounts, &mp).map_err(|e| BuildError::Snapshot(format!("mount rootfs: {e}")))?;
+        std::fs::create_dir_all(&mp)
+            .map_err(|e| BuildError::io(format!("create {}", mp.display()), e))?;
+        let mut g = MountGuard {
+            dir: mp.clone(),
+            mounted: false,
+        };
+        berth_snapshot::mount_all(mounts, &mp)
+            .map_err(|e| BuildError::Snapshot(format!("mount rootfs: {e}")))?;
         g.mounted = true;
         let root = fsutil::open_root(&mp)?;
         let mut out = Vec::new();
         for m in extra {
             let clean = berth_dockerfile::clean_path(m.destination.trim_start_matches('/'));
-            let comps: Vec<&str> = clean.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+            let comps: Vec<&str> = clean
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect();
             let mut acc = String::new();
             let mut missing = Vec::new();
             for c in comps {
-                acc = if acc.is_empty() { c.to_owned() } else { format!("{acc}/{c}") };
-                if fsutil::open_in(&root, &acc, rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW).is_err() {
+                acc = if acc.is_empty() {
+                    c.to_owned()
+                } else {
+                    format!("{acc}/{c}")
+                };
+                if fsutil::open_in(
+                    &root,
+                    &acc,
+                    rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW,
+                )
+                .is_err()
+                {
                     missing.push(acc.clone());
                 }
             }
@@ -1330,18 +1727,33 @@ impl<'a> Builder<'a> {
 /// Remove mount-point stubs (empty files or directories the runtime created) from an upper
 /// dir, fd-relative; anything the step put there with content stays.
 fn remove_stubs(upper: &Path, stubs: &[String]) {
-    let Ok(root) = fsutil::open_root(upper) else { return };
+    let Ok(root) = fsutil::open_root(upper) else {
+        return;
+    };
     for s in stubs {
         let (parent, name) = match s.rsplit_once('/') {
             Some((p, n)) => (p, n),
             None => (".", s.as_str()),
         };
-        let Ok(dir) = fsutil::open_in(&root, parent, rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY) else { continue };
+        let Ok(dir) = fsutil::open_in(
+            &root,
+            parent,
+            rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY,
+        ) else {
+            continue;
+        };
         match rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory => {
+            Ok(st)
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::Directory =>
+            {
                 let _ = rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::REMOVEDIR);
             }
-            Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile && st.st_size == 0 => {
+            Ok(st)
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::RegularFile
+                    && st.st_size == 0 =>
+            {
                 let _ = rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty());
             }
             _ => {}
@@ -1359,18 +1771,25 @@ impl Drop for DirCleanup {
 
 /// Copy a tree without following symlinks (a writable bind mount's private copy).
 fn copy_tree(src: &Path, dst: &Path) -> Result<(), BuildError> {
-    let md = std::fs::symlink_metadata(src).map_err(|e| BuildError::io(format!("stat {}", src.display()), e))?;
+    let md = std::fs::symlink_metadata(src)
+        .map_err(|e| BuildError::io(format!("stat {}", src.display()), e))?;
     if md.is_dir() {
-        std::fs::create_dir_all(dst).map_err(|e| BuildError::io(format!("create {}", dst.display()), e))?;
-        for e in std::fs::read_dir(src).map_err(|e| BuildError::io(format!("read {}", src.display()), e))? {
+        std::fs::create_dir_all(dst)
+            .map_err(|e| BuildError::io(format!("create {}", dst.display()), e))?;
+        for e in std::fs::read_dir(src)
+            .map_err(|e| BuildError::io(format!("read {}", src.display()), e))?
+        {
             let e = e.map_err(|e| BuildError::io(format!("read {}", src.display()), e))?;
             copy_tree(&e.path(), &dst.join(e.file_name()))?;
         }
     } else if md.file_type().is_symlink() {
-        let t = std::fs::read_link(src).map_err(|e| BuildError::io(format!("readlink {}", src.display()), e))?;
-        std::os::unix::fs::symlink(t, dst).map_err(|e| BuildError::io(format!("symlink {}", dst.display()), e))?;
+        let t = std::fs::read_link(src)
+            .map_err(|e| BuildError::io(format!("readlink {}", src.display()), e))?;
+        std::os::unix::fs::symlink(t, dst)
+            .map_err(|e| BuildError::io(format!("symlink {}", dst.display()), e))?;
     } else {
-        std::fs::copy(src, dst).map_err(|e| BuildError::io(format!("copy {}", src.display()), e))?;
+        std::fs::copy(src, dst)
+            .map_err(|e| BuildError::io(format!("copy {}", src.display()), e))?;
     }
     Ok(())
 }

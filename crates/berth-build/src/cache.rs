@@ -170,9 +170,7 @@ impl Cache {
 
     /// Forget `key` (e.g. its snapshot vanished).
     pub fn forget(&self, images: &ImageService, key: &str) -> Result<(), BuildError> {
-        let _ = images
-            .db()
-            .release_holder(&Holder::new(HOLDER_KIND, key));
+        let _ = images.db().release_holder(&Holder::new(HOLDER_KIND, key));
         self.conn()
             .execute("DELETE FROM steps WHERE key=?1", params![key])?;
         Ok(())
@@ -218,7 +216,9 @@ impl Cache {
     ) -> Result<PruneReport, BuildError> {
         let rows: Vec<(String, i64, i64)> = {
             let c = self.conn();
-            let mut st = c.prepare("SELECT key, size, last_used FROM steps ORDER BY last_used ASC, rowid ASC")?;
+            let mut st = c.prepare(
+                "SELECT key, size, last_used FROM steps ORDER BY last_used ASC, rowid ASC",
+            )?;
             let v = st
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<Vec<_>, _>>()?;

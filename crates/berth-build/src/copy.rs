@@ -42,7 +42,12 @@ impl SourceTree {
     pub fn walk(root: &Path, ignore: &DockerIgnore, is_context: bool) -> Result<Self, BuildError> {
         let paths = ignore
             .walk(root)
-            .map_err(|e| BuildError::io(format!("walk {}", root.display()), std::io::Error::other(e.to_string())))?
+            .map_err(|e| {
+                BuildError::io(
+                    format!("walk {}", root.display()),
+                    std::io::Error::other(e.to_string()),
+                )
+            })?
             .into_iter()
             .map(|p| p.to_string_lossy().into_owned())
             .collect();
@@ -80,11 +85,27 @@ pub struct CopyOpts {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Item {
-    Dir { mode: u32, mtime: u64 },
-    File { src: String, size: u64, mode: u32, mtime: u64 },
-    Symlink { target: String, mtime: u64 },
-    Inline { data: Vec<u8>, mode: u32 },
-    Archive { src: String },
+    Dir {
+        mode: u32,
+        mtime: u64,
+    },
+    File {
+        src: String,
+        size: u64,
+        mode: u32,
+        mtime: u64,
+    },
+    Symlink {
+        target: String,
+        mtime: u64,
+    },
+    Inline {
+        data: Vec<u8>,
+        mode: u32,
+    },
+    Archive {
+        src: String,
+    },
 }
 
 /// One destination entry.
@@ -164,7 +185,8 @@ pub fn plan(
         match s {
             Src::Inline(name, _) => matched.push((name.clone(), Some(s.clone()))),
             Src::Path(p) => {
-                let tree = tree.ok_or_else(|| BuildError::Invalid(format!("{cmd}: no source tree")))?;
+                let tree =
+                    tree.ok_or_else(|| BuildError::Invalid(format!("{cmd}: no source tree")))?;
                 let pat = clean(p);
                 if has_glob(&pat) {
                     let m = DockerIgnore::from_patterns([pat.as_str()])
@@ -182,7 +204,7 @@ pub fn plan(
                         )));
                     }
                     matched.extend(hits.into_iter().map(|h| (h, None)));
-                } else if pat.is_empty() || tree.paths.iter().any(|c| *c == pat) {
+                } else if pat.is_empty() || tree.paths.contains(&pat) {
                     matched.push((pat, None));
                 } else {
                     let what = if tree.is_context {
@@ -198,7 +220,10 @@ pub fn plan(
         }
     }
     let dest_is_existing_dir = fsutil::is_dir_in(&target_fd, &dest_clean);
-    let multi = matched.len() > 1 || srcs.iter().any(|s| matches!(s, Src::Path(p) if has_glob(p)));
+    let multi = matched.len() > 1
+        || srcs
+            .iter()
+            .any(|s| matches!(s, Src::Path(p) if has_glob(p)));
     if matched.len() > 1 && !dest_slash && !dest_is_existing_dir {
         return Err(BuildError::Invalid(format!(
             "When using {cmd} with more than one source file, the destination must be a directory and end with a /"
@@ -208,9 +233,16 @@ pub fn plan(
     let mut entries = Vec::new();
     let mut made: BTreeSet<String> = BTreeSet::new();
     let chmod = opts.chmod;
-    let push_dir = |entries: &mut Vec<Entry>, made: &mut BTreeSet<String>, d: String, mode: u32, mtime: u64| {
+    let push_dir = |entries: &mut Vec<Entry>,
+                    made: &mut BTreeSet<String>,
+                    d: String,
+                    mode: u32,
+                    mtime: u64| {
         if !d.is_empty() && made.insert(d.clone()) {
-            entries.push(Entry { dest: d, item: Item::Dir { mode, mtime } });
+            entries.push(Entry {
+                dest: d,
+                item: Item::Dir { mode, mtime },
+            });
         }
     };
     // The destination directory itself, when it has to be created.
@@ -219,8 +251,18 @@ pub fn plan(
     }
     for (src, inline) in matched {
         if let Some(Src::Inline(name, data)) = inline {
-            let d = if into_dir { join(&dest_clean, base(&name)) } else { dest_clean.clone() };
-            entries.push(Entry { dest: d, item: Item::Inline { data, mode: chmod.unwrap_or(0o644) } });
+            let d = if into_dir {
+                join(&dest_clean, base(&name))
+            } else {
+                dest_clean.clone()
+            };
+            entries.push(Entry {
+                dest: d,
+                item: Item::Inline {
+                    data,
+                    mode: chmod.unwrap_or(0o644),
+                },
+            });
             continue;
         }
         let Some(tree) = tree else { continue };
@@ -250,10 +292,24 @@ pub fn plan(
         }
         if md.is_dir() {
             if !fsutil::is_dir_in(&target_fd, &dest_top) {
-                push_dir(&mut entries, &mut made, dest_top.clone(), chmod.unwrap_or(md.mode() & 0o7777), md.mtime().max(0) as u64);
+                push_dir(
+                    &mut entries,
+                    &mut made,
+                    dest_top.clone(),
+                    chmod.unwrap_or(md.mode() & 0o7777),
+                    md.mtime().max(0) as u64,
+                );
             }
-            let prefix = if src.is_empty() { String::new() } else { format!("{src}/") };
-            for p in tree.paths.iter().filter(|p| p.starts_with(&prefix) && **p != src) {
+            let prefix = if src.is_empty() {
+                String::new()
+            } else {
+                format!("{src}/")
+            };
+            for p in tree
+                .paths
+                .iter()
+                .filter(|p| p.starts_with(&prefix) && **p != src)
+            {
                 if exclude.is_excluded(p) || exclude.is_excluded(&p[prefix.len()..]) {
                     continue;
                 }
@@ -268,7 +324,10 @@ pub fn plan(
             if !fsutil::is_dir_in(&target_fd, &d) {
                 push_dir(&mut entries, &mut made, d.clone(), 0o755, 0);
             }
-            entries.push(Entry { dest: d, item: Item::Archive { src: src.clone() } });
+            entries.push(Entry {
+                dest: d,
+                item: Item::Archive { src: src.clone() },
+            });
         } else {
             entries.push(item_for(&src, dest_top, &md, chmod, &tree.root)?);
         }
@@ -281,19 +340,38 @@ pub fn plan(
     })
 }
 
-fn item_for(src: &str, dest: String, m: &std::fs::Metadata, chmod: Option<u32>, root: &Path) -> Result<Entry, BuildError> {
+fn item_for(
+    src: &str,
+    dest: String,
+    m: &std::fs::Metadata,
+    chmod: Option<u32>,
+    root: &Path,
+) -> Result<Entry, BuildError> {
     let mtime = m.mtime().max(0) as u64;
     let ft = m.file_type();
     let item = if ft.is_dir() {
-        Item::Dir { mode: chmod.unwrap_or(m.mode() & 0o7777), mtime }
+        Item::Dir {
+            mode: chmod.unwrap_or(m.mode() & 0o7777),
+            mtime,
+        }
     } else if ft.is_symlink() {
         let t = std::fs::read_link(root.join(src))
             .map_err(|e| BuildError::io(format!("readlink {src}"), e))?;
-        Item::Symlink { target: t.to_string_lossy().into_owned(), mtime }
+        Item::Symlink {
+            target: t.to_string_lossy().into_owned(),
+            mtime,
+        }
     } else if ft.is_file() {
-        Item::File { src: src.to_owned(), size: m.len(), mode: chmod.unwrap_or(m.mode() & 0o7777), mtime }
+        Item::File {
+            src: src.to_owned(),
+            size: m.len(),
+            mode: chmod.unwrap_or(m.mode() & 0o7777),
+            mtime,
+        }
     } else {
-        return Err(BuildError::Unsupported(format!("copy {src}: special files are not supported")));
+        return Err(BuildError::Unsupported(format!(
+            "copy {src}: special files are not supported"
+        )));
     };
     Ok(Entry { dest, item })
 }
@@ -320,9 +398,10 @@ impl Plan {
             match &e.item {
                 Item::Dir { mode, .. } => h.update(format!("dir {mode:o}\n")),
                 Item::Symlink { target, .. } => h.update(format!("symlink {target}\n")),
-                Item::Inline { data, mode } => {
-                    h.update(format!("inline {mode:o} {}\n", hex::encode(Sha256::digest(data))))
-                }
+                Item::Inline { data, mode } => h.update(format!(
+                    "inline {mode:o} {}\n",
+                    hex::encode(Sha256::digest(data))
+                )),
                 Item::File { src, mode, .. } => {
                     let d = self.file_hash(root_fd.as_ref(), src, cache)?;
                     h.update(format!("file {mode:o} {d}\n"))
@@ -336,13 +415,29 @@ impl Plan {
         Ok(hex::encode(h.finalize()))
     }
 
-    fn file_hash(&self, root_fd: Option<&OwnedFd>, src: &str, cache: Option<&Cache>) -> Result<String, BuildError> {
+    fn file_hash(
+        &self,
+        root_fd: Option<&OwnedFd>,
+        src: &str,
+        cache: Option<&Cache>,
+    ) -> Result<String, BuildError> {
         let root_fd = root_fd.ok_or_else(|| BuildError::NotFound(format!("source of {src}")))?;
-        let fd = fsutil::open_in(root_fd, src, OFlags::RDONLY | OFlags::NOFOLLOW)
-            .map_err(|e| BuildError::io(format!("open {src}"), std::io::Error::from_raw_os_error(e.raw_os_error())))?;
+        let fd = fsutil::open_in(root_fd, src, OFlags::RDONLY | OFlags::NOFOLLOW).map_err(|e| {
+            BuildError::io(
+                format!("open {src}"),
+                std::io::Error::from_raw_os_error(e.raw_os_error()),
+            )
+        })?;
         let f = std::fs::File::from(fd);
-        let md = f.metadata().map_err(|e| BuildError::io(format!("stat {src}"), e))?;
-        let stat = (md.len(), md.mtime() * 1_000_000_000 + md.mtime_nsec(), md.ino(), md.dev());
+        let md = f
+            .metadata()
+            .map_err(|e| BuildError::io(format!("stat {src}"), e))?;
+        let stat = (
+            md.len(),
+            md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            md.ino(),
+            md.dev(),
+        );
         let key = self.root.join(src).to_string_lossy().into_owned();
         let cache = if self.is_context { cache } else { None };
         if let Some(d) = cache.and_then(|c| c.file_digest(&key, stat)) {
@@ -350,7 +445,8 @@ impl Plan {
         }
         let mut h = Sha256::new();
         let mut r = std::io::BufReader::with_capacity(1 << 16, f);
-        std::io::copy(&mut r, &mut HashWriter(&mut h)).map_err(|e| BuildError::io(format!("read {src}"), e))?;
+        std::io::copy(&mut r, &mut HashWriter(&mut h))
+            .map_err(|e| BuildError::io(format!("read {src}"), e))?;
         let d = hex::encode(h.finalize());
         if let Some(c) = cache {
             c.put_file_digest(&key, stat, &d);
@@ -361,7 +457,11 @@ impl Plan {
     /// Write the entries into the root directory `target`.
     pub fn apply(&self, target: &Path) -> Result<(), BuildError> {
         let target_fd = fsutil::open_root(target)?;
-        let src_fd = if self.root.as_os_str().is_empty() { None } else { Some(fsutil::open_root(&self.root)?) };
+        let src_fd = if self.root.as_os_str().is_empty() {
+            None
+        } else {
+            Some(fsutil::open_root(&self.root)?)
+        };
         // Plain entries go through one tar stream; archives are applied where they land.
         let (reader, writer) = std::io::pipe().map_err(|e| BuildError::io("create pipe", e))?;
         let owner = self.owner;
@@ -371,19 +471,34 @@ impl Plan {
             let mut opts = ApplyOptions::with_whiteout(WhiteoutMode::Literal);
             opts.allow_devices = false;
             let applied = apply_layer_at(target_fd.as_fd(), reader, &opts);
-            let produced = producer.join().unwrap_or_else(|_| Err(BuildError::Store("copy: writer panicked".into())));
+            let produced = producer
+                .join()
+                .unwrap_or_else(|_| Err(BuildError::Store("copy: writer panicked".into())));
             produced?;
             applied.map(|_| ()).map_err(BuildError::from)
         });
         res?;
         for e in &self.entries {
             if let Item::Archive { src } = &e.item {
-                let Some(sfd) = self.src_fd_opt()? else { continue };
-                let fd = fsutil::open_in(&sfd, src, OFlags::RDONLY | OFlags::NOFOLLOW)
-                    .map_err(|er| BuildError::io(format!("open {src}"), std::io::Error::from_raw_os_error(er.raw_os_error())))?;
+                let Some(sfd) = self.src_fd_opt()? else {
+                    continue;
+                };
+                let fd = fsutil::open_in(&sfd, src, OFlags::RDONLY | OFlags::NOFOLLOW).map_err(
+                    |er| {
+                        BuildError::io(
+                            format!("open {src}"),
+                            std::io::Error::from_raw_os_error(er.raw_os_error()),
+                        )
+                    },
+                )?;
                 fsutil::mkdir_all_fd(&target_fd, &e.dest)?;
                 let dir = fsutil::open_in(&target_fd, &e.dest, OFlags::DIRECTORY | OFlags::RDONLY)
-                    .map_err(|er| BuildError::io(format!("open {} in rootfs", e.dest), std::io::Error::from_raw_os_error(er.raw_os_error())))?;
+                    .map_err(|er| {
+                        BuildError::io(
+                            format!("open {} in rootfs", e.dest),
+                            std::io::Error::from_raw_os_error(er.raw_os_error()),
+                        )
+                    })?;
                 let mut opts = ApplyOptions::with_whiteout(WhiteoutMode::Literal);
                 opts.allow_devices = false;
                 if owner != (0, 0) {
@@ -416,7 +531,13 @@ impl Write for HashWriter<'_> {
     }
 }
 
-fn header(kind: tar::EntryType, mode: u32, owner: (u32, u32), mtime: u64, size: u64) -> tar::Header {
+fn header(
+    kind: tar::EntryType,
+    mode: u32,
+    owner: (u32, u32),
+    mtime: u64,
+    size: u64,
+) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(mode);
@@ -436,7 +557,11 @@ fn write_tar(
     let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 16, w));
     let err = |e: std::io::Error| BuildError::io("write copy stream", e);
     for e in entries {
-        let name = if e.dest.is_empty() { "." } else { e.dest.as_str() };
+        let name = if e.dest.is_empty() {
+            "."
+        } else {
+            e.dest.as_str()
+        };
         match &e.item {
             Item::Dir { mode, mtime } => {
                 let mut h = header(tar::EntryType::Directory, *mode, owner, *mtime, 0);
@@ -450,14 +575,27 @@ fn write_tar(
                 let mut h = header(tar::EntryType::Regular, *mode, owner, 0, data.len() as u64);
                 b.append_data(&mut h, name, data.as_slice()).map_err(err)?;
             }
-            Item::File { src, size, mode, mtime } => {
+            Item::File {
+                src,
+                size,
+                mode,
+                mtime,
+            } => {
                 let sfd = src_fd.ok_or_else(|| BuildError::NotFound(format!("source of {src}")))?;
-                let fd = fsutil::open_in(sfd, src, OFlags::RDONLY | OFlags::NOFOLLOW)
-                    .map_err(|er| BuildError::io(format!("open {src}"), std::io::Error::from_raw_os_error(er.raw_os_error())))?;
+                let fd =
+                    fsutil::open_in(sfd, src, OFlags::RDONLY | OFlags::NOFOLLOW).map_err(|er| {
+                        BuildError::io(
+                            format!("open {src}"),
+                            std::io::Error::from_raw_os_error(er.raw_os_error()),
+                        )
+                    })?;
                 let mut h = header(tar::EntryType::Regular, *mode, owner, *mtime, *size);
                 // the file may change size meanwhile: never write more or less than declared
                 let f = std::fs::File::from(fd).take(*size);
-                let mut r = PadTo { inner: f, left: *size };
+                let mut r = PadTo {
+                    inner: f,
+                    left: *size,
+                };
                 b.append_data(&mut h, name, &mut r).map_err(err)?;
             }
             Item::Archive { .. } => {}

@@ -104,15 +104,17 @@ pub fn resolve_user(root: Option<&Path>, spec: &str) -> Result<(u32, u32), Build
         }
     };
     let passwd = read("/etc/passwd")?;
-    let entry = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| {
-        f.len() >= 4 && (f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user))
-    });
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user)));
     let (uid, primary) = match (user.parse::<u32>(), &entry) {
         (Ok(n), Some(f)) => (n, f[3].parse().unwrap_or(n)),
         (Ok(n), None) => (n, if group.is_some() { 0 } else { n }),
         (Err(_), Some(f)) => (
-            f[2].parse()
-                .map_err(|_| BuildError::Invalid(format!("bad uid for user {user} in /etc/passwd")))?,
+            f[2].parse().map_err(|_| {
+                BuildError::Invalid(format!("bad uid for user {user} in /etc/passwd"))
+            })?,
             f[3].parse().unwrap_or(0),
         ),
         (Err(_), None) => {
@@ -124,7 +126,11 @@ pub fn resolve_user(root: Option<&Path>, spec: &str) -> Result<(u32, u32), Build
     let gid = match group {
         None => {
             // uid only, without an entry: Docker uses gid 0; with an entry its primary group
-            if entry.is_some() { primary } else { 0 }
+            if entry.is_some() {
+                primary
+            } else {
+                0
+            }
         }
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
@@ -181,6 +187,10 @@ mod tests {
         std::fs::create_dir_all(d.path().join(out.path().strip_prefix("/").unwrap())).unwrap();
         mkdir_all_in(d.path(), "/esc/a/b").unwrap();
         assert!(!out.path().join("a").exists());
-        assert!(d.path().join(out.path().strip_prefix("/").unwrap()).join("a/b").is_dir());
+        assert!(d
+            .path()
+            .join(out.path().strip_prefix("/").unwrap())
+            .join("a/b")
+            .is_dir());
     }
 }

@@ -199,9 +199,8 @@ impl StepRunner for OciRunner {
             serde_json::to_vec_pretty(&spec).unwrap_or_default(),
         )
         .map_err(|e| BuildError::io(format!("write {}/config.json", dir.display()), e))?;
-        std::fs::create_dir_all(&self.state_root).map_err(|e| {
-            BuildError::io(format!("create {}", self.state_root.display()), e)
-        })?;
+        std::fs::create_dir_all(&self.state_root)
+            .map_err(|e| BuildError::io(format!("create {}", self.state_root.display()), e))?;
         let (reader, writer) =
             std::io::pipe().map_err(|e| BuildError::io("create output pipe", e))?;
         let writer2 = writer

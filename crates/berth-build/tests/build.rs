@@ -18,8 +18,12 @@ fn suffix() -> String {
 
 /// A busybox rootfs tar: /bin/busybox, applet symlinks, /etc/passwd and /etc/group.
 fn busybox_tar() -> Vec<u8> {
-    let bb = std::fs::read("/bin/busybox").expect("busybox-static must be installed at /bin/busybox");
-    let list = std::process::Command::new("/bin/busybox").arg("--list").output().unwrap();
+    let bb =
+        std::fs::read("/bin/busybox").expect("busybox-static must be installed at /bin/busybox");
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .unwrap();
     let mut b = tar::Builder::new(Vec::new());
     let dir = |b: &mut tar::Builder<Vec<u8>>, name: &str, mode: u32| {
         let mut h = tar::Header::new_gnu();
@@ -44,7 +48,12 @@ fn busybox_tar() -> Vec<u8> {
         b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
         0o644,
     );
-    file(&mut b, "etc/group", b"root:x:0:\napp:x:1000:\nstaff:x:50:\n", 0o644);
+    file(
+        &mut b,
+        "etc/group",
+        b"root:x:0:\napp:x:1000:\nstaff:x:50:\n",
+        0o644,
+    );
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet == "busybox" || applet.is_empty() {
             continue;
@@ -53,7 +62,8 @@ fn busybox_tar() -> Vec<u8> {
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
         h.set_size(0);
-        b.append_link(&mut h, format!("bin/{applet}"), "busybox").unwrap();
+        b.append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .unwrap();
     }
     b.into_inner().unwrap()
 }
@@ -76,7 +86,11 @@ impl Env {
             ..Default::default()
         };
         images
-            .import(std::io::Cursor::new(busybox_tar()), Some("busybox:latest"), &opts)
+            .import(
+                std::io::Cursor::new(busybox_tar()),
+                Some("busybox:latest"),
+                &opts,
+            )
             .unwrap();
         let runner = OciRunner::new(
             env!("CARGO_BIN_EXE_berth-build-step"),
@@ -106,7 +120,12 @@ impl Env {
         Builder::new(&self.images, &self.runner).unwrap()
     }
 
-    fn build(&self, ctx: &Path, dockerfile: &str, f: impl FnOnce(&mut BuildOptions)) -> Result<(BuildResult, Vec<Event>), BuildError> {
+    fn build(
+        &self,
+        ctx: &Path,
+        dockerfile: &str,
+        f: impl FnOnce(&mut BuildOptions),
+    ) -> Result<(BuildResult, Vec<Event>), BuildError> {
         let mut opts = BuildOptions {
             context: ctx.to_path_buf(),
             dockerfile: Some(dockerfile.to_owned()),
@@ -115,7 +134,9 @@ impl Env {
         };
         f(&mut opts);
         let events = Mutex::new(Vec::new());
-        let r = self.builder().build(&opts, &|e: &Event| events.lock().unwrap().push(e.clone()));
+        let r = self
+            .builder()
+            .build(&opts, &|e: &Event| events.lock().unwrap().push(e.clone()));
         r.map(|r| (r, events.into_inner().unwrap()))
     }
 
@@ -126,7 +147,12 @@ impl Env {
         std::fs::create_dir_all(&out).unwrap();
         for l in &img.manifest.layers {
             let blob = berth_content::Store::reader(self.images.content(), &l.digest).unwrap();
-            apply_layer(&out, blob, &ApplyOptions::with_whiteout(WhiteoutMode::Remove)).unwrap();
+            apply_layer(
+                &out,
+                blob,
+                &ApplyOptions::with_whiteout(WhiteoutMode::Remove),
+            )
+            .unwrap();
         }
         out
     }
@@ -157,21 +183,41 @@ fn run_and_copy_produce_files_in_the_image() {
     let env = Env::new();
     let ctx = env.context(&[("a.txt", "alpha\n"), ("dir/b.txt", "beta\n")]);
     let df = "FROM busybox\nRUN echo hello > /hello && mkdir -p /made\nCOPY a.txt /dst/\nCOPY dir /d2\nCMD [\"cat\", \"/hello\"]\n";
-    let (r, events) = env.build(&ctx, df, |o| o.tags = vec!["out:1".into()]).unwrap();
+    let (r, events) = env
+        .build(&ctx, df, |o| o.tags = vec!["out:1".into()])
+        .unwrap();
     let root = env.unpack("out:1");
-    assert_eq!(std::fs::read_to_string(root.join("hello")).unwrap(), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(root.join("hello")).unwrap(),
+        "hello\n"
+    );
     assert!(root.join("made").is_dir());
-    assert_eq!(std::fs::read_to_string(root.join("dst/a.txt")).unwrap(), "alpha\n");
-    assert_eq!(std::fs::read_to_string(root.join("d2/b.txt")).unwrap(), "beta\n");
+    assert_eq!(
+        std::fs::read_to_string(root.join("dst/a.txt")).unwrap(),
+        "alpha\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("d2/b.txt")).unwrap(),
+        "beta\n"
+    );
     assert!(root.join("bin/busybox").is_file());
     let s = stream(&events);
     assert!(s.contains("Step 1/5 : FROM busybox\n"), "{s}");
-    assert!(s.contains("Step 2/5 : RUN echo hello > /hello && mkdir -p /made\n"), "{s}");
-    assert!(s.contains(&format!("Successfully built {}\n", &r.id.encoded()[..12])), "{s}");
+    assert!(
+        s.contains("Step 2/5 : RUN echo hello > /hello && mkdir -p /made\n"),
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!("Successfully built {}\n", &r.id.encoded()[..12])),
+        "{s}"
+    );
     assert!(s.contains("Successfully tagged out:1\n"), "{s}");
     assert_eq!(r.executed, 3);
     let inspect = env.images.inspect("out:1").unwrap();
-    assert_eq!(inspect.config.cmd, Some(vec!["cat".into(), "/hello".into()]));
+    assert_eq!(
+        inspect.config.cmd,
+        Some(vec!["cat".into(), "/hello".into()])
+    );
     assert_eq!(inspect.root_fs.layers.len(), 4);
 }
 
@@ -184,10 +230,15 @@ fn rebuild_is_answered_from_the_cache_and_cache_mounts_persist() {
     assert_eq!((r1.executed, r1.cache_hits), (2, 0));
     let (r2, ev2) = env.build(&ctx, df, |_| {}).unwrap();
     assert_eq!((r2.executed, r2.cache_hits), (0, 2));
-    assert_eq!(r1.id, r2.id, "a fully cached rebuild gives the same image id");
+    assert_eq!(
+        r1.id, r2.id,
+        "a fully cached rebuild gives the same image id"
+    );
     assert!(stream(&ev2).contains(" ---> Using cache\n"));
     // the RUN ran once: one line in the persistent cache mount
-    let dirs: Vec<_> = std::fs::read_dir(env.builder().cache_mounts_dir()).unwrap().collect();
+    let dirs: Vec<_> = std::fs::read_dir(env.builder().cache_mounts_dir())
+        .unwrap()
+        .collect();
     assert_eq!(dirs.len(), 1);
     let count = std::fs::read_to_string(dirs[0].as_ref().unwrap().path().join("count")).unwrap();
     assert_eq!(count, "run\n");
@@ -209,8 +260,12 @@ fn copy_cache_follows_content_not_mtime() {
     let (r1, _) = env.build(&ctx, df, |_| {}).unwrap();
     assert_eq!(r1.executed, 2);
     // touch: new mtime, same content -> cache hit
-    let f = std::fs::File::options().write(true).open(ctx.join("src/a.txt")).unwrap();
-    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600)).unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(ctx.join("src/a.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
+        .unwrap();
     drop(f);
     let (r2, _) = env.build(&ctx, df, |_| {}).unwrap();
     assert_eq!((r2.executed, r2.cache_hits), (0, 2));
@@ -231,13 +286,19 @@ fn multi_stage_copy_from_runs_independent_stages_in_parallel() {
               FROM busybox AS unused\nRUN exit 1\n\
               FROM busybox\nCOPY --from=a /a /got/a\nCOPY --from=b /b /got/b\n";
     let times: Mutex<BTreeMap<usize, (Instant, Option<Instant>)>> = Mutex::new(BTreeMap::new());
-    let mut opts = BuildOptions { context: ctx.clone(), dockerfile: Some(df.into()), ..Default::default() };
+    let mut opts = BuildOptions {
+        context: ctx.clone(),
+        dockerfile: Some(df.into()),
+        ..Default::default()
+    };
     opts.tags = vec!["multi:1".into()];
     let steps: Mutex<BTreeMap<usize, String>> = Mutex::new(BTreeMap::new());
     let r = env
         .builder()
         .build(&opts, &|e: &Event| match e {
-            Event::Step { step, instruction, .. } => {
+            Event::Step {
+                step, instruction, ..
+            } => {
                 steps.lock().unwrap().insert(*step, instruction.clone());
                 times.lock().unwrap().insert(*step, (Instant::now(), None));
             }
@@ -253,10 +314,21 @@ fn multi_stage_copy_from_runs_independent_stages_in_parallel() {
     assert_eq!(std::fs::read_to_string(root.join("got/a")).unwrap(), "A\n");
     assert_eq!(std::fs::read_to_string(root.join("got/b")).unwrap(), "B\n");
     let steps = steps.into_inner().unwrap();
-    assert!(!steps.values().any(|s| s.contains("exit 1")), "unused stage skipped: {steps:?}");
+    assert!(
+        !steps.values().any(|s| s.contains("exit 1")),
+        "unused stage skipped: {steps:?}"
+    );
     let times = times.into_inner().unwrap();
-    let run_a = steps.iter().find(|(_, s)| s.contains("echo A")).map(|(n, _)| *n).unwrap();
-    let run_b = steps.iter().find(|(_, s)| s.contains("echo B")).map(|(n, _)| *n).unwrap();
+    let run_a = steps
+        .iter()
+        .find(|(_, s)| s.contains("echo A"))
+        .map(|(n, _)| *n)
+        .unwrap();
+    let run_b = steps
+        .iter()
+        .find(|(_, s)| s.contains("echo B"))
+        .map(|(n, _)| *n)
+        .unwrap();
     let (a0, a1) = times[&run_a];
     let (b0, b1) = times[&run_b];
     let (a1, b1) = (a1.unwrap(), b1.unwrap());
@@ -278,29 +350,58 @@ fn target_and_build_args() {
         .unwrap();
     let root = env.unpack(&r.id.to_string());
     let arch = berth_core::Platform::host().architecture;
-    assert_eq!(std::fs::read_to_string(root.join("greeting")).unwrap(), format!("bonjour {arch}\n"));
+    assert_eq!(
+        std::fs::read_to_string(root.join("greeting")).unwrap(),
+        format!("bonjour {arch}\n")
+    );
     assert!(!root.join("second").exists());
     let hist = env.images.history(&r.id.to_string()).unwrap();
-    assert!(hist.iter().any(|h| h.created_by.starts_with("RUN |2 GREETING=bonjour TARGETARCH=")), "{hist:?}");
-    let e = env.build(&ctx, df, |o| o.target = Some("nope".into())).unwrap_err();
-    assert!(e.to_string().contains("failed to reach build target nope"), "{e}");
+    assert!(
+        hist.iter().any(|h| h
+            .created_by
+            .starts_with("RUN |2 GREETING=bonjour TARGETARCH=")),
+        "{hist:?}"
+    );
+    let e = env
+        .build(&ctx, df, |o| o.target = Some("nope".into()))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("failed to reach build target nope"),
+        "{e}"
+    );
 }
 
 #[test]
 fn failing_run_reports_its_exit_code() {
     let env = Env::new();
     let ctx = env.context(&[]);
-    let e = env.build(&ctx, "FROM busybox\nRUN echo before\nRUN exit 3\n", |_| {}).unwrap_err();
-    assert_eq!(e.to_string(), "The command '/bin/sh -c exit 3' returned a non-zero code: 3");
-    let e = env.build(&ctx, "FROM busybox\nRUN [\"false\"]\n", |_| {}).unwrap_err();
-    assert_eq!(e.to_string(), "The command 'false' returned a non-zero code: 1");
+    let e = env
+        .build(&ctx, "FROM busybox\nRUN echo before\nRUN exit 3\n", |_| {})
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "The command '/bin/sh -c exit 3' returned a non-zero code: 3"
+    );
+    let e = env
+        .build(&ctx, "FROM busybox\nRUN [\"false\"]\n", |_| {})
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "The command 'false' returned a non-zero code: 1"
+    );
 }
 
 #[test]
 fn run_output_is_streamed() {
     let env = Env::new();
     let ctx = env.context(&[]);
-    let (_, ev) = env.build(&ctx, "FROM busybox\nRUN echo out-line && echo err-line >&2\n", |_| {}).unwrap();
+    let (_, ev) = env
+        .build(
+            &ctx,
+            "FROM busybox\nRUN echo out-line && echo err-line >&2\n",
+            |_| {},
+        )
+        .unwrap();
     let s = stream(&ev);
     assert!(s.contains("out-line\n") && s.contains("err-line\n"), "{s}");
 }
@@ -309,10 +410,20 @@ fn run_output_is_streamed() {
 fn platform_other_than_host_is_refused() {
     let env = Env::new();
     let ctx = env.context(&[]);
-    let other = if berth_core::Platform::host().architecture == "arm64" { "linux/amd64" } else { "linux/arm64" };
-    let e = env.build(&ctx, "FROM busybox\n", |o| o.platform = Some(other.into())).unwrap_err();
+    let other = if berth_core::Platform::host().architecture == "arm64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    let e = env
+        .build(&ctx, "FROM busybox\n", |o| o.platform = Some(other.into()))
+        .unwrap_err();
     assert_eq!(e.kind(), berth_core::ErrorKind::Unsupported);
-    assert!(e.to_string().contains("only builds for the host's platform"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("only builds for the host's platform"),
+        "{e}"
+    );
 }
 
 fn mode(p: &Path) -> u32 {
@@ -381,10 +492,18 @@ fn copy_semantics_table() {
     // heredoc file, expanded
     assert_eq!(read("inline.txt"), "inline \n");
     // several sources need a directory destination ending in /
-    let e = env.build(&ctx, "FROM busybox\nCOPY f.txt g.txt /notdir\n", |_| {}).unwrap_err();
-    assert!(e.to_string().contains("must be a directory and end with a /"), "{e}");
+    let e = env
+        .build(&ctx, "FROM busybox\nCOPY f.txt g.txt /notdir\n", |_| {})
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("must be a directory and end with a /"),
+        "{e}"
+    );
     // missing source
-    let e = env.build(&ctx, "FROM busybox\nCOPY missing.txt /\n", |_| {}).unwrap_err();
+    let e = env
+        .build(&ctx, "FROM busybox\nCOPY missing.txt /\n", |_| {})
+        .unwrap_err();
     assert_eq!(e.kind(), berth_core::ErrorKind::NotFound);
     assert!(e.to_string().contains("missing.txt"), "{e}");
 }
@@ -397,7 +516,8 @@ fn add_extracts_local_tar_archives() {
     let mut h = tar::Header::new_gnu();
     h.set_mode(0o644);
     h.set_size(4);
-    b.append_data(&mut h, "inside/t.txt", &b"tar\n"[..]).unwrap();
+    b.append_data(&mut h, "inside/t.txt", &b"tar\n"[..])
+        .unwrap();
     // a whiteout name is a plain file for ADD
     let mut h = tar::Header::new_gnu();
     h.set_mode(0o644);
@@ -406,13 +526,25 @@ fn add_extracts_local_tar_archives() {
     std::fs::write(ctx.join("a.tar"), b.into_inner().unwrap()).unwrap();
     std::fs::write(ctx.join("plain.txt"), "plain\n").unwrap();
     let (r, _) = env
-        .build(&ctx, "FROM busybox\nADD a.tar /x/\nADD plain.txt /y/\nCOPY a.tar /z/\n", |_| {})
+        .build(
+            &ctx,
+            "FROM busybox\nADD a.tar /x/\nADD plain.txt /y/\nCOPY a.tar /z/\n",
+            |_| {},
+        )
         .unwrap();
     let root = env.unpack(&r.id.to_string());
-    assert_eq!(std::fs::read_to_string(root.join("x/inside/t.txt")).unwrap(), "tar\n");
-    assert_eq!(std::fs::read_to_string(root.join("y/plain.txt")).unwrap(), "plain\n");
+    assert_eq!(
+        std::fs::read_to_string(root.join("x/inside/t.txt")).unwrap(),
+        "tar\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("y/plain.txt")).unwrap(),
+        "plain\n"
+    );
     assert!(root.join("z/a.tar").is_file(), "COPY never extracts");
-    let e = env.build(&ctx, "FROM busybox\nADD https://example.com/x /x\n", |_| {}).unwrap_err();
+    let e = env
+        .build(&ctx, "FROM busybox\nADD https://example.com/x /x\n", |_| {})
+        .unwrap_err();
     assert_eq!(e.kind(), berth_core::ErrorKind::Unsupported);
 }
 
@@ -426,13 +558,17 @@ fn dockerignore_is_honoured() {
         ("logs/a.log", "a\n"),
         ("logs/keep.log", "k\n"),
     ]);
-    let (r, _) = env.build(&ctx, "FROM busybox\nCOPY . /ctx/\n", |_| {}).unwrap();
+    let (r, _) = env
+        .build(&ctx, "FROM busybox\nCOPY . /ctx/\n", |_| {})
+        .unwrap();
     let root = env.unpack(&r.id.to_string());
     assert!(root.join("ctx/ok.txt").exists());
     assert!(!root.join("ctx/secret.txt").exists());
     assert!(!root.join("ctx/logs/a.log").exists());
     assert!(root.join("ctx/logs/keep.log").exists());
-    let e = env.build(&ctx, "FROM busybox\nCOPY secret.txt /\n", |_| {}).unwrap_err();
+    let e = env
+        .build(&ctx, "FROM busybox\nCOPY secret.txt /\n", |_| {})
+        .unwrap_err();
     assert!(e.to_string().contains("excluded by .dockerignore"), "{e}");
 }
 
@@ -449,22 +585,40 @@ fn secrets_are_mounted_but_never_stored() {
         })
         .unwrap();
     let root = env.unpack(&r.id.to_string());
-    assert_eq!(std::fs::read_to_string(root.join("len")).unwrap().trim(), "12");
-    assert!(!root.join("run/secrets/tok").exists(), "the secret's mount point is not in the layer");
+    assert_eq!(
+        std::fs::read_to_string(root.join("len")).unwrap().trim(),
+        "12"
+    );
+    assert!(
+        !root.join("run/secrets/tok").exists(),
+        "the secret's mount point is not in the layer"
+    );
     // no layer blob contains the secret except through what the RUN chose to write
     let img = env.images.resolve(&r.id.to_string()).unwrap();
     let last = img.manifest.layers.last().unwrap();
     let mut data = Vec::new();
-    std::io::Read::read_to_end(&mut berth_content::Store::reader(env.images.content(), &last.digest).unwrap(), &mut data).unwrap();
+    std::io::Read::read_to_end(
+        &mut berth_content::Store::reader(env.images.content(), &last.digest).unwrap(),
+        &mut data,
+    )
+    .unwrap();
     assert!(!String::from_utf8_lossy(&data).contains("run/secrets"));
     // a changed secret does not invalidate the cache (only the id is in the key)
     std::fs::write(&secret, "other-value!").unwrap();
-    let (r2, _) = env.build(&ctx, df, |o| {
-        o.secrets.insert("tok".into(), secret.clone());
-    }).unwrap();
+    let (r2, _) = env
+        .build(&ctx, df, |o| {
+            o.secrets.insert("tok".into(), secret.clone());
+        })
+        .unwrap();
     assert_eq!(r2.cache_hits, 1);
     // required by default: missing secret fails
-    let e = env.build(&ctx, "FROM busybox\nRUN --mount=type=secret,id=nope,required cat /run/secrets/nope\n", |_| {}).unwrap_err();
+    let e = env
+        .build(
+            &ctx,
+            "FROM busybox\nRUN --mount=type=secret,id=nope,required cat /run/secrets/nope\n",
+            |_| {},
+        )
+        .unwrap_err();
     assert!(e.to_string().contains("secret nope"), "{e}");
 }
 
@@ -480,14 +634,25 @@ fn onbuild_triggers_run_in_the_child_build() {
     let parent = env.images.inspect("parent:1").unwrap();
     assert_eq!(
         parent.config.on_build,
-        Some(vec!["COPY trigger.txt /from-trigger".into(), "RUN echo ran > /onbuild-ran".into()])
+        Some(vec![
+            "COPY trigger.txt /from-trigger".into(),
+            "RUN echo ran > /onbuild-ran".into()
+        ])
     );
-    let (r, _) = env.build(&ctx, "FROM parent:1\nRUN test -f /onbuild-ran\n", |_| {}).unwrap();
+    let (r, _) = env
+        .build(&ctx, "FROM parent:1\nRUN test -f /onbuild-ran\n", |_| {})
+        .unwrap();
     let root = env.unpack(&r.id.to_string());
-    assert_eq!(std::fs::read_to_string(root.join("from-trigger")).unwrap(), "t\n");
+    assert_eq!(
+        std::fs::read_to_string(root.join("from-trigger")).unwrap(),
+        "t\n"
+    );
     assert!(root.join("onbuild-ran").exists());
     let child = env.images.inspect(&r.id.to_string()).unwrap();
-    assert!(child.config.on_build.unwrap_or_default().is_empty(), "triggers are not inherited");
+    assert!(
+        child.config.on_build.unwrap_or_default().is_empty(),
+        "triggers are not inherited"
+    );
 }
 
 #[test]
@@ -506,8 +671,18 @@ fn config_and_history_as_docker_writes_them() {
     let i = env.images.inspect("hist:2").unwrap();
     assert_eq!(i.id, r.id.to_string());
     let c = &i.config;
-    assert_eq!(c.labels.as_ref().unwrap().get("a").map(String::as_str), Some("b"));
-    assert_eq!(c.labels.as_ref().unwrap().get("from-cli").map(String::as_str), Some("yes"));
+    assert_eq!(
+        c.labels.as_ref().unwrap().get("a").map(String::as_str),
+        Some("b")
+    );
+    assert_eq!(
+        c.labels
+            .as_ref()
+            .unwrap()
+            .get("from-cli")
+            .map(String::as_str),
+        Some("yes")
+    );
     assert!(c.env.as_ref().unwrap().contains(&"K=v".to_string()));
     assert!(c.exposed_ports.as_ref().unwrap().contains_key("80/tcp"));
     assert_eq!(c.working_dir, "/app");
@@ -515,7 +690,10 @@ fn config_and_history_as_docker_writes_them() {
     assert!(c.volumes.as_ref().unwrap().contains_key("/data"));
     assert_eq!(c.stop_signal.as_deref(), Some("SIGINT"));
     assert_eq!(c.entrypoint, Some(vec!["/bin/sh".to_string()]));
-    assert_eq!(c.cmd, Some(vec!["/bin/sh".to_string(), "-c".into(), "echo hi".into()]));
+    assert_eq!(
+        c.cmd,
+        Some(vec!["/bin/sh".to_string(), "-c".into(), "echo hi".into()])
+    );
     assert_eq!(c.shell, Some(vec!["/bin/sh".to_string(), "-ec".into()]));
     let hc = c.healthcheck.as_ref().unwrap();
     assert_eq!(hc.test, Some(vec!["CMD-SHELL".to_string(), "true".into()]));
@@ -525,20 +703,41 @@ fn config_and_history_as_docker_writes_them() {
     assert!(by.contains(&"/bin/sh -c #(nop)  LABEL a=b"), "{by:?}");
     assert!(by.contains(&"/bin/sh -c #(nop)  ENV K=v"), "{by:?}");
     assert!(by.contains(&"/bin/sh -c #(nop) WORKDIR /app"), "{by:?}");
-    assert!(by.contains(&"/bin/sh -c #(nop)  CMD [\"/bin/sh\" \"-c\" \"echo hi\"]"), "{by:?}");
+    assert!(
+        by.contains(&"/bin/sh -c #(nop)  CMD [\"/bin/sh\" \"-c\" \"echo hi\"]"),
+        "{by:?}"
+    );
     assert!(by.contains(&"RUN /bin/sh -c echo x > /tmp/x"), "{by:?}");
-    assert!(by.iter().any(|b| b.starts_with("/bin/sh -c #(nop) COPY file:") && b.ends_with(" in /a ")), "{by:?}");
+    assert!(
+        by.iter()
+            .any(|b| b.starts_with("/bin/sh -c #(nop) COPY file:") && b.ends_with(" in /a ")),
+        "{by:?}"
+    );
     let cfg = env.images.resolve("hist:1").unwrap().config;
     let layers = cfg.history.iter().filter(|h| !h.empty_layer).count();
-    assert_eq!(layers, cfg.rootfs.diff_ids.len(), "one layer per non-empty history entry");
-    assert!(cfg.history.iter().any(|h| h.empty_layer && h.created_by.as_deref() == Some("/bin/sh -c #(nop)  EXPOSE 80/tcp")));
+    assert_eq!(
+        layers,
+        cfg.rootfs.diff_ids.len(),
+        "one layer per non-empty history entry"
+    );
+    assert!(cfg
+        .history
+        .iter()
+        .any(|h| h.empty_layer
+            && h.created_by.as_deref() == Some("/bin/sh -c #(nop)  EXPOSE 80/tcp")));
 }
 
 #[test]
 fn prune_keeps_at_most_keep_storage() {
     let env = Env::new();
     let ctx = env.context(&[("big", &"x".repeat(200_000))]);
-    let (r1, _) = env.build(&ctx, "FROM busybox\nCOPY big /big\nRUN echo 1 > /one\n", |_| {}).unwrap();
+    let (r1, _) = env
+        .build(
+            &ctx,
+            "FROM busybox\nCOPY big /big\nRUN echo 1 > /one\n",
+            |_| {},
+        )
+        .unwrap();
     let b = env.builder();
     let before = b.cache().size().unwrap();
     assert!(before > 200_000);
@@ -549,14 +748,26 @@ fn prune_keeps_at_most_keep_storage() {
     let root = env.unpack(&r1.id.to_string());
     assert!(root.join("big").exists());
     // pruned steps run again
-    let (r2, _) = env.build(&ctx, "FROM busybox\nCOPY big /big\nRUN echo 1 > /one\n", |_| {}).unwrap();
+    let (r2, _) = env
+        .build(
+            &ctx,
+            "FROM busybox\nCOPY big /big\nRUN echo 1 > /one\n",
+            |_| {},
+        )
+        .unwrap();
     assert!(r2.executed >= 1);
     let rep = b.prune(None, true).unwrap();
     assert!(rep.entries > 0);
     assert_eq!(b.cache().size().unwrap(), 0);
     // an enforced limit after each build
-    let small = Builder::new(&env.images, &env.runner).unwrap().with_cache_limit(1000);
-    let opts = BuildOptions { context: ctx.clone(), dockerfile: Some("FROM busybox\nCOPY big /big2\n".into()), ..Default::default() };
+    let small = Builder::new(&env.images, &env.runner)
+        .unwrap()
+        .with_cache_limit(1000);
+    let opts = BuildOptions {
+        context: ctx.clone(),
+        dockerfile: Some("FROM busybox\nCOPY big /big2\n".into()),
+        ..Default::default()
+    };
     small.build(&opts, &|_| {}).unwrap();
     assert!(small.cache().size().unwrap() <= 1000);
 }
