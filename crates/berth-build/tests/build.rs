@@ -771,3 +771,100 @@ fn prune_keeps_at_most_keep_storage() {
     small.build(&opts, &|_| {}).unwrap();
     assert!(small.cache().size().unwrap() <= 1000);
 }
+
+#[test]
+fn run_heredocs_mounts_and_user() {
+    let env = Env::new();
+    let ctx = env.context(&[("data/in.txt", "from-context\n")]);
+    let df = "FROM busybox AS tools\nRUN echo tool > /tool.txt\n\
+        FROM busybox\n\
+        RUN <<EOF\necho one > /h1\necho two >> /h1\nEOF\n\
+        RUN <<EOF\n#!/bin/sh\necho script > /h2\nEOF\n\
+        RUN cat <<EOT > /h3\nbody\nEOT\n\
+        RUN --mount=type=bind,source=data,target=/mnt/ctx cat /mnt/ctx/in.txt > /from-bind\n\
+        RUN --mount=type=bind,from=tools,source=/tool.txt,target=/mnt/tool.txt cat /mnt/tool.txt > /from-stage\n\
+        RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/t && cat /scratch/t > /from-tmpfs\n\
+        RUN --mount=type=bind,source=data,target=/mnt/rw,rw echo changed > /mnt/rw/in.txt\n\
+        USER app\nRUN id -u > /tmp/uid && id -g >> /tmp/uid\n\
+        USER 0\nRUN --network=none cat /proc/net/dev | grep -c : > /netdevs\n";
+    let (r, _) = env.build(&ctx, df, |_| {}).unwrap();
+    let root = env.unpack(&r.id.to_string());
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    assert_eq!(read("h1"), "one\ntwo\n");
+    assert_eq!(read("h2"), "script\n");
+    assert_eq!(read("h3"), "body\n");
+    assert_eq!(read("from-bind"), "from-context\n");
+    assert_eq!(read("from-stage"), "tool\n");
+    assert_eq!(read("from-tmpfs"), "t\n");
+    assert!(
+        !root.join("scratch").exists() && !root.join("mnt").exists(),
+        "mount stubs dropped"
+    );
+    assert!(!root.join("dev/pipes").exists());
+    assert_eq!(read("tmp/uid"), "1000\n1000\n");
+    assert_eq!(
+        read("netdevs").trim(),
+        "1",
+        "only lo in the step's network namespace"
+    );
+    // a writable bind mount never changes the context
+    assert_eq!(
+        std::fs::read_to_string(ctx.join("data/in.txt")).unwrap(),
+        "from-context\n"
+    );
+}
+
+#[test]
+fn commit_turns_an_upper_dir_into_an_image() {
+    use berth_build::{commit_upper, CommitOptions};
+    let env = Env::new();
+    let base = env.images.resolve("busybox").unwrap();
+    env.images.unpack("busybox").unwrap();
+    let snaps = env.images.snapshotter();
+    let key = format!("berthtest-commit-{}", suffix());
+    let mounts = snaps
+        .prepare(&key, base.top_chain_id().map(|c| c.to_string()).as_deref())
+        .unwrap();
+    let upper = snaps.upper_dir(&key).unwrap();
+    std::fs::write(upper.join("committed.txt"), "c\n").unwrap();
+    let lowers: Vec<PathBuf> = mounts
+        .iter()
+        .flat_map(|m| m.options.iter())
+        .filter_map(|o| o.strip_prefix("lowerdir="))
+        .flat_map(|l| l.split(':').map(PathBuf::from).collect::<Vec<_>>())
+        .collect();
+    let lower_refs: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
+    let opts = CommitOptions {
+        config: base.config.clone(),
+        parent_layers: base.manifest.layers.clone(),
+        parent_chain: base.top_chain_id(),
+        created_by: "sh".into(),
+        comment: Some("a commit".into()),
+        author: Some("me".into()),
+        tags: vec!["committed:1".into()],
+    };
+    let id = commit_upper(&env.images, &lower_refs, &upper, &opts).unwrap();
+    snaps.remove(&key).unwrap();
+    let root = env.unpack("committed:1");
+    assert_eq!(
+        std::fs::read_to_string(root.join("committed.txt")).unwrap(),
+        "c\n"
+    );
+    assert!(root.join("bin/busybox").exists());
+    let i = env.images.inspect("committed:1").unwrap();
+    assert_eq!(i.id, id.to_string());
+    assert_eq!(i.author, "me");
+    // usable as a base at once
+    let ctx = env.context(&[]);
+    let (r, _) = env
+        .build(
+            &ctx,
+            "FROM committed:1\nRUN cat /committed.txt > /again\n",
+            |_| {},
+        )
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(env.unpack(&r.id.to_string()).join("again")).unwrap(),
+        "c\n"
+    );
+}
