@@ -167,9 +167,11 @@ impl Meta {
     /// not turn every GET into a write); the grace period is meant to be far longer.
     pub fn blob_in_repo(&self, repo: &str, digest: &str, touch: bool) -> Result<Option<u64>> {
         let found = self.with("look up blob", |c| {
+            // A manifest of the repository is also one of its blobs (as in the CNCF registry).
             c.query_row(
-                "SELECT b.size, b.last_used FROM repo_blobs r JOIN blobs b ON b.digest=r.digest
-                 WHERE r.repo=?1 AND r.digest=?2",
+                "SELECT b.size, b.last_used FROM blobs b WHERE b.digest=?2 AND (
+                   EXISTS (SELECT 1 FROM repo_blobs r WHERE r.repo=?1 AND r.digest=?2)
+                   OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo=?1 AND m.digest=?2))",
                 params![repo, digest],
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
             )

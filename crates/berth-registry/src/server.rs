@@ -210,8 +210,8 @@ fn authorize(
             }
             return Err(unauthorized(inner, need, "invalid username or password"));
         }
+        // Anonymous pull also admits the /v2/ ping (so clients go on to pull without creds).
         let anonymous_ok = inner.cfg.anonymous_pull
-            && !need.is_empty()
             && need
                 .iter()
                 .all(|(k, _, a)| k == "repository" && *a == "pull");

@@ -94,6 +94,8 @@ async fn anonymous_pull_allows_only_reads() {
     .await;
     assert_eq!(r.status, 201);
     assert_eq!(get(a, &format!("/v2/pub/blobs/{d}")).await.body, data);
+    assert_eq!(get(a, "/v2/").await.status, 200);
+    assert_eq!(get(a, "/v2/_catalog").await.status, 401);
     assert_eq!(
         send(a, "POST", "/v2/pub/blobs/uploads/", &[], Vec::new())
             .await

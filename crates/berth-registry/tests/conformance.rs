@@ -120,6 +120,11 @@ async fn push_monolithic_and_pull() {
         get(a, &format!("/v2/team/app/manifests/{md2}")).await.body,
         m2
     );
+    // A manifest is also readable through the blobs endpoint of its repository.
+    let r = get(a, &format!("/v2/team/app/blobs/{md}")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, m);
+    assert_eq!(get(a, &format!("/v2/other/blobs/{md}")).await.status, 404);
     // Push by a sha512 digest, with extra tags (?tag=).
     let m3 = image(a, "team/app", "three").await;
     let md3 = Digest::of(Algorithm::Sha512, &m3);
