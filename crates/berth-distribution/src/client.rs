@@ -241,7 +241,7 @@ impl Endpoint {
                 src = s.source();
             }
             Error::Transport {
-                context: format!("{uri}"),
+                context: uri,
                 message: msg,
             }
         })

@@ -99,7 +99,7 @@ fn push_mount_pull_round_trip_with_berth_registry() {
     }
     let ev = events.take();
     let statuses: Vec<_> = ev.iter().map(|e| e.status.clone()).collect();
-    let pos = |f: &dyn Fn(&ProgressStatus) -> bool| statuses.iter().position(|s| f(s)).unwrap();
+    let pos = |f: &dyn Fn(&ProgressStatus) -> bool| statuses.iter().position(f).unwrap();
     let waiting = pos(&|s| *s == ProgressStatus::Waiting);
     let downloading = pos(&|s| matches!(s, ProgressStatus::Downloading { .. }));
     let verifying = pos(&|s| *s == ProgressStatus::Verifying);
