@@ -801,11 +801,15 @@ impl<'a> Builder<'a> {
             let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
             let tdf = berth_dockerfile::parse(&text)
                 .map_err(|e| BuildError::Parse(format!("ONBUILD trigger: {e}")))?;
+            let n = tdf.stages[0].instructions.len();
+            (ctx.progress)(&Event::Output {
+                step: off + 1,
+                line: format!(
+                    "# Executing {n} build trigger{}\n",
+                    if n == 1 { "" } else { "s" }
+                ),
+            });
             for step in &tdf.stages[0].instructions {
-                (ctx.progress)(&Event::Output {
-                    step: off + 1,
-                    line: format!("# Executing {} build trigger\n", 1),
-                });
                 self.step(
                     ctx,
                     idx,
