@@ -43,7 +43,11 @@ fn norm(name: &str) -> String {
 impl Records {
     /// Adds or replaces the names of endpoint `key`.
     pub fn set(&mut self, key: &str, names: &[String], ip: Ipv4Addr) {
-        let names = names.iter().map(|n| norm(n)).filter(|n| !n.is_empty()).collect();
+        let names = names
+            .iter()
+            .map(|n| norm(n))
+            .filter(|n| !n.is_empty())
+            .collect();
         self.entries.insert(key.to_string(), (names, ip));
     }
 
@@ -65,7 +69,12 @@ impl Records {
     /// Addresses for `name` (case-insensitive, trailing dot ignored), sorted.
     pub fn lookup(&self, name: &str) -> Vec<Ipv4Addr> {
         let n = norm(name);
-        let mut ips: Vec<Ipv4Addr> = self.entries.values().filter(|(names, _)| names.contains(&n)).map(|(_, ip)| *ip).collect();
+        let mut ips: Vec<Ipv4Addr> = self
+            .entries
+            .values()
+            .filter(|(names, _)| names.contains(&n))
+            .map(|(_, ip)| *ip)
+            .collect();
         ips.sort();
         ips.dedup();
         ips
@@ -85,11 +94,15 @@ pub enum Decision {
 
 /// Decides on one query packet against `records` (pure; unit-tested).
 pub fn decide(packet: &[u8], records: &Records) -> Decision {
-    let Ok(req) = Message::from_vec(packet) else { return Decision::Drop };
+    let Ok(req) = Message::from_vec(packet) else {
+        return Decision::Drop;
+    };
     if req.message_type() != MessageType::Query {
         return Decision::Drop;
     }
-    let Some(q) = req.queries().first() else { return Decision::Drop };
+    let Some(q) = req.queries().first() else {
+        return Decision::Drop;
+    };
     let ips = records.lookup(&q.name().to_ascii());
     if ips.is_empty() {
         return Decision::Forward;
@@ -140,18 +153,31 @@ pub struct DnsServer {
 impl DnsServer {
     /// Binds `bind` (UDP) and starts serving; `upstreams` get everything not known locally.
     pub fn start(bind: SocketAddrV4, upstreams: Vec<IpAddr>) -> Result<DnsServer> {
-        let sock = UdpSocket::bind(bind).map_err(|e| NetError::io(format!("bind DNS resolver on {bind}"), e))?;
-        sock.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| NetError::io("set DNS socket timeout", e))?;
-        let addr = sock.local_addr().map_err(|e| NetError::io("DNS socket address", e))?;
+        let sock = UdpSocket::bind(bind)
+            .map_err(|e| NetError::io(format!("bind DNS resolver on {bind}"), e))?;
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .map_err(|e| NetError::io("set DNS socket timeout", e))?;
+        let addr = sock
+            .local_addr()
+            .map_err(|e| NetError::io("DNS socket address", e))?;
         let records = Arc::new(RwLock::new(Records::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (r, s) = (records.clone(), stop.clone());
-        let upstreams: Vec<SocketAddr> = upstreams.into_iter().filter(|ip| !ip.is_loopback()).map(|ip| SocketAddr::new(ip, 53)).collect();
+        let upstreams: Vec<SocketAddr> = upstreams
+            .into_iter()
+            .filter(|ip| !ip.is_loopback())
+            .map(|ip| SocketAddr::new(ip, 53))
+            .collect();
         let thread = std::thread::Builder::new()
             .name(format!("berth-dns-{bind}"))
             .spawn(move || serve(sock, r, s, Arc::new(upstreams)))
             .map_err(|e| NetError::io("spawn DNS thread", e))?;
-        Ok(DnsServer { records, stop, thread: Some(thread), addr })
+        Ok(DnsServer {
+            records,
+            stop,
+            thread: Some(thread),
+            addr,
+        })
     }
 
     /// The bound address.
@@ -193,7 +219,12 @@ impl Drop for DnsServer {
     }
 }
 
-fn serve(sock: UdpSocket, records: Arc<RwLock<Records>>, stop: Arc<AtomicBool>, upstreams: Arc<Vec<SocketAddr>>) {
+fn serve(
+    sock: UdpSocket,
+    records: Arc<RwLock<Records>>,
+    stop: Arc<AtomicBool>,
+    upstreams: Arc<Vec<SocketAddr>>,
+) {
     let sock = Arc::new(sock);
     let inflight = Arc::new(AtomicUsize::new(0));
     let mut buf = [0u8; 4096];
@@ -218,14 +249,21 @@ fn serve(sock: UdpSocket, records: Arc<RwLock<Records>>, stop: Arc<AtomicBool>, 
                     continue;
                 }
                 inflight.fetch_add(1, Ordering::SeqCst);
-                let (sock, upstreams, counter, packet) = (sock.clone(), upstreams.clone(), inflight.clone(), packet.to_vec());
-                let spawned = std::thread::Builder::new().name("berth-dns-relay".into()).spawn(move || {
-                    let reply = relay(&packet, &upstreams).or_else(|| servfail(&packet));
-                    if let Some(r) = reply {
-                        let _ = sock.send_to(&r, peer);
-                    }
-                    counter.fetch_sub(1, Ordering::SeqCst);
-                });
+                let (sock, upstreams, counter, packet) = (
+                    sock.clone(),
+                    upstreams.clone(),
+                    inflight.clone(),
+                    packet.to_vec(),
+                );
+                let spawned = std::thread::Builder::new()
+                    .name("berth-dns-relay".into())
+                    .spawn(move || {
+                        let reply = relay(&packet, &upstreams).or_else(|| servfail(&packet));
+                        if let Some(r) = reply {
+                            let _ = sock.send_to(&r, peer);
+                        }
+                        counter.fetch_sub(1, Ordering::SeqCst);
+                    });
                 if spawned.is_err() {
                     inflight.fetch_sub(1, Ordering::SeqCst);
                 }
@@ -240,8 +278,14 @@ fn relay(packet: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
     let id = packet.get(..2)?;
     for up in upstreams {
         let left = deadline.checked_duration_since(Instant::now())?;
-        let bind: SocketAddr = if up.is_ipv4() { "0.0.0.0:0".parse().ok()? } else { "[::]:0".parse().ok()? };
-        let Ok(s) = UdpSocket::bind(bind) else { continue };
+        let bind: SocketAddr = if up.is_ipv4() {
+            "0.0.0.0:0".parse().ok()?
+        } else {
+            "[::]:0".parse().ok()?
+        };
+        let Ok(s) = UdpSocket::bind(bind) else {
+            continue;
+        };
         if s.connect(up).is_err() || s.send(packet).is_err() {
             continue;
         }
@@ -266,28 +310,50 @@ mod tests {
 
     pub(crate) fn query(name: &str, ty: RecordType) -> Vec<u8> {
         let mut m = Message::new();
-        m.set_id(0x4242).set_recursion_desired(true).add_query(Query::query(Name::from_ascii(name).unwrap(), ty));
+        m.set_id(0x4242)
+            .set_recursion_desired(true)
+            .add_query(Query::query(Name::from_ascii(name).unwrap(), ty));
         m.to_vec().unwrap()
     }
 
     #[test]
     fn answers_names_and_aliases_forwards_rest() {
         let mut r = Records::default();
-        r.set("ep1", &["web".into(), "Frontend".into(), "abcdef123456".into()], Ipv4Addr::new(10, 213, 1, 2));
+        r.set(
+            "ep1",
+            &["web".into(), "Frontend".into(), "abcdef123456".into()],
+            Ipv4Addr::new(10, 213, 1, 2),
+        );
         r.set("ep2", &["web".into()], Ipv4Addr::new(10, 213, 1, 3));
-        let Decision::Reply(v) = decide(&query("FRONTEND.", RecordType::A), &r) else { panic!("no reply") };
+        let Decision::Reply(v) = decide(&query("FRONTEND.", RecordType::A), &r) else {
+            panic!("no reply")
+        };
         let m = Message::from_vec(&v).unwrap();
         assert_eq!(m.id(), 0x4242);
         assert_eq!(m.answers().len(), 1);
-        let Decision::Reply(v) = decide(&query("web", RecordType::A), &r) else { panic!("no reply") };
-        assert_eq!(Message::from_vec(&v).unwrap().answers().len(), 2, "both endpoints behind the alias");
-        let Decision::Reply(v) = decide(&query("web", RecordType::AAAA), &r) else { panic!("no reply") };
+        let Decision::Reply(v) = decide(&query("web", RecordType::A), &r) else {
+            panic!("no reply")
+        };
+        assert_eq!(
+            Message::from_vec(&v).unwrap().answers().len(),
+            2,
+            "both endpoints behind the alias"
+        );
+        let Decision::Reply(v) = decide(&query("web", RecordType::AAAA), &r) else {
+            panic!("no reply")
+        };
         let m = Message::from_vec(&v).unwrap();
         assert!(m.answers().is_empty() && m.response_code() == ResponseCode::NoError);
-        assert_eq!(decide(&query("example.org", RecordType::A), &r), Decision::Forward);
+        assert_eq!(
+            decide(&query("example.org", RecordType::A), &r),
+            Decision::Forward
+        );
         assert_eq!(decide(b"garbage", &r), Decision::Drop);
         r.remove("ep1");
-        assert_eq!(decide(&query("frontend", RecordType::A), &r), Decision::Forward);
+        assert_eq!(
+            decide(&query("frontend", RecordType::A), &r),
+            Decision::Forward
+        );
     }
 
     #[test]
@@ -296,15 +362,23 @@ mod tests {
         srv.set("e", &["db".into()], Ipv4Addr::new(10, 213, 7, 9));
         let c = UdpSocket::bind("127.0.0.1:0").unwrap();
         c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        c.send_to(&query("db", RecordType::A), srv.local_addr()).unwrap();
+        c.send_to(&query("db", RecordType::A), srv.local_addr())
+            .unwrap();
         let mut buf = [0u8; 512];
         let n = c.recv(&mut buf).unwrap();
         let m = Message::from_vec(&buf[..n]).unwrap();
-        assert_eq!(m.answers()[0].data(), &RData::A(A(Ipv4Addr::new(10, 213, 7, 9))));
+        assert_eq!(
+            m.answers()[0].data(),
+            &RData::A(A(Ipv4Addr::new(10, 213, 7, 9)))
+        );
         let t = Instant::now();
-        c.send_to(&query("unknown.invalid", RecordType::A), srv.local_addr()).unwrap();
+        c.send_to(&query("unknown.invalid", RecordType::A), srv.local_addr())
+            .unwrap();
         let n = c.recv(&mut buf).unwrap();
-        assert_eq!(Message::from_vec(&buf[..n]).unwrap().response_code(), ResponseCode::ServFail);
+        assert_eq!(
+            Message::from_vec(&buf[..n]).unwrap().response_code(),
+            ResponseCode::ServFail
+        );
         assert!(t.elapsed() < Duration::from_secs(3));
     }
 }

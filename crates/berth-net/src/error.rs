@@ -69,7 +69,10 @@ impl NetError {
 
     #[allow(dead_code)]
     pub(crate) fn io(op: impl Into<String>, source: std::io::Error) -> Self {
-        NetError::Io { op: op.into(), source }
+        NetError::Io {
+            op: op.into(),
+            source,
+        }
     }
 
     /// Folds collected teardown errors into one result.

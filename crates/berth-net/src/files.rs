@@ -32,7 +32,10 @@ impl ExtraHost {
         } else {
             Some(ip.parse::<IpAddr>().map_err(|_| bad())?)
         };
-        Ok(ExtraHost { name: name.to_string(), ip })
+        Ok(ExtraHost {
+            name: name.to_string(),
+            ip,
+        })
     }
 }
 
@@ -59,7 +62,12 @@ pub fn hosts(spec: &HostsSpec<'_>) -> Result<String> {
     for e in &spec.extra {
         let ip = match e.ip.or(spec.host_gateway) {
             Some(ip) => ip,
-            None => return Err(NetError::Invalid(format!("cannot resolve host-gateway for {}: no gateway configured", e.name))),
+            None => {
+                return Err(NetError::Invalid(format!(
+                    "cannot resolve host-gateway for {}: no gateway configured",
+                    e.name
+                )))
+            }
         };
         out.push_str(&format!("{ip}\t{}\n", e.name));
     }
@@ -112,7 +120,11 @@ impl ResolvConf {
 
     /// The nameservers a container (or the embedded resolver) can use: loopback ones dropped.
     pub fn upstreams(&self) -> Vec<IpAddr> {
-        self.nameservers.iter().copied().filter(|ip| !ip.is_loopback()).collect()
+        self.nameservers
+            .iter()
+            .copied()
+            .filter(|ip| !ip.is_loopback())
+            .collect()
     }
 
     /// Renders the file.
@@ -151,8 +163,16 @@ pub struct DnsSettings {
 pub fn resolv_conf(host: &ResolvConf, user: &DnsSettings, embedded: Option<Ipv4Addr>) -> String {
     let mut rc = ResolvConf {
         nameservers: vec![],
-        search: if user.search.is_empty() { host.search.clone() } else { user.search.clone() },
-        options: if user.options.is_empty() { host.options.clone() } else { user.options.clone() },
+        search: if user.search.is_empty() {
+            host.search.clone()
+        } else {
+            user.search.clone()
+        },
+        options: if user.options.is_empty() {
+            host.options.clone()
+        } else {
+            user.options.clone()
+        },
     };
     if rc.search == ["."] {
         rc.search.clear();
@@ -163,7 +183,10 @@ pub fn resolv_conf(host: &ResolvConf, user: &DnsSettings, embedded: Option<Ipv4A
         None => {
             let up = host.upstreams();
             if up.is_empty() {
-                vec![IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8)), IpAddr::V4(Ipv4Addr::new(8, 8, 4, 4))]
+                vec![
+                    IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8)),
+                    IpAddr::V4(Ipv4Addr::new(8, 8, 4, 4)),
+                ]
             } else {
                 up
             }
@@ -182,7 +205,10 @@ mod tests {
             hostname: "abc123",
             domainname: Some("example.org"),
             addresses: vec![Ipv4Addr::new(10, 213, 1, 2)],
-            extra: vec![ExtraHost::parse("db:10.0.0.9").unwrap(), ExtraHost::parse("gw=host-gateway").unwrap()],
+            extra: vec![
+                ExtraHost::parse("db:10.0.0.9").unwrap(),
+                ExtraHost::parse("gw=host-gateway").unwrap(),
+            ],
             host_gateway: Some(IpAddr::V4(Ipv4Addr::new(10, 213, 1, 1))),
         };
         let h = hosts(&spec).unwrap();
@@ -190,10 +216,19 @@ mod tests {
         assert!(h.contains("10.0.0.9\tdb\n"));
         assert!(h.contains("10.213.1.1\tgw\n"));
         assert!(h.ends_with("10.213.1.2\tabc123.example.org abc123\n"));
-        let no_gw = HostsSpec { extra: vec![ExtraHost::parse("x:host-gateway").unwrap()], ..Default::default() };
+        let no_gw = HostsSpec {
+            extra: vec![ExtraHost::parse("x:host-gateway").unwrap()],
+            ..Default::default()
+        };
         assert!(hosts(&no_gw).is_err());
-        assert_eq!(ExtraHost::parse("v6:[::1]").unwrap().ip, Some("::1".parse().unwrap()));
-        assert_eq!(ExtraHost::parse("v6:2001:db8::1").unwrap().ip, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(
+            ExtraHost::parse("v6:[::1]").unwrap().ip,
+            Some("::1".parse().unwrap())
+        );
+        assert_eq!(
+            ExtraHost::parse("v6:2001:db8::1").unwrap().ip,
+            Some("2001:db8::1".parse().unwrap())
+        );
         assert!(ExtraHost::parse("nohost").is_err());
         assert!(ExtraHost::parse("a:notanip").is_err());
         assert_eq!(hostname("abc"), "abc\n");
@@ -202,17 +237,30 @@ mod tests {
     #[test]
     fn resolv() {
         let host = ResolvConf::parse("# c\nnameserver 127.0.0.53\nnameserver 10.255.255.53\nsearch a.example b.example\noptions ndots:2 edns0\nnameserver bogus\n");
-        assert_eq!(host.upstreams(), vec!["10.255.255.53".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            host.upstreams(),
+            vec!["10.255.255.53".parse::<IpAddr>().unwrap()]
+        );
         let plain = resolv_conf(&host, &DnsSettings::default(), None);
-        assert_eq!(plain, "search a.example b.example\nnameserver 10.255.255.53\noptions ndots:2 edns0\n");
-        let emb = resolv_conf(&host, &DnsSettings::default(), Some(Ipv4Addr::new(10, 213, 1, 1)));
+        assert_eq!(
+            plain,
+            "search a.example b.example\nnameserver 10.255.255.53\noptions ndots:2 edns0\n"
+        );
+        let emb = resolv_conf(
+            &host,
+            &DnsSettings::default(),
+            Some(Ipv4Addr::new(10, 213, 1, 1)),
+        );
         assert!(emb.contains("nameserver 10.213.1.1\n") && !emb.contains("10.255.255.53"));
         let user = DnsSettings {
             servers: vec!["1.1.1.1".parse().unwrap()],
             search: vec![".".into()],
             options: vec!["ndots:5".into()],
         };
-        assert_eq!(resolv_conf(&host, &user, None), "nameserver 1.1.1.1\noptions ndots:5\n");
+        assert_eq!(
+            resolv_conf(&host, &user, None),
+            "nameserver 1.1.1.1\noptions ndots:5\n"
+        );
         let only_lo = ResolvConf::parse("nameserver 127.0.0.1\n");
         assert!(resolv_conf(&only_lo, &DnsSettings::default(), None).contains("nameserver 8.8.8.8"));
     }

@@ -23,9 +23,14 @@ impl Subnet {
     /// Builds a subnet, masking `addr` to its network address.
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Subnet> {
         if prefix > 32 {
-            return Err(NetError::Invalid(format!("invalid prefix length /{prefix}")));
+            return Err(NetError::Invalid(format!(
+                "invalid prefix length /{prefix}"
+            )));
         }
-        Ok(Subnet { addr: Ipv4Addr::from(u32::from(addr) & mask(prefix)), prefix })
+        Ok(Subnet {
+            addr: Ipv4Addr::from(u32::from(addr) & mask(prefix)),
+            prefix,
+        })
     }
 
     /// The network address.
@@ -79,7 +84,11 @@ impl Subnet {
 
     /// Splits into consecutive subnets of prefix `size`.
     pub fn split(&self, size: u8) -> impl Iterator<Item = Subnet> + '_ {
-        let count = if size < self.prefix || size > 32 { 0 } else { 1u64 << (size - self.prefix) };
+        let count = if size < self.prefix || size > 32 {
+            0
+        } else {
+            1u64 << (size - self.prefix)
+        };
         let step = 1u64 << (32 - u32::from(size.min(32)));
         (0..count).map(move |i| Subnet {
             addr: Ipv4Addr::from((u64::from(u32::from(self.addr)) + i * step) as u32),
@@ -150,14 +159,26 @@ pub struct Pool {
 
 /// Docker's default pools: 172.17.0.0/16 … 172.31.0.0/16, then 192.168.0.0/16 in /20s.
 pub fn default_pools() -> Vec<Pool> {
-    let mut pools = vec![Pool { base: sn([172, 17, 0, 0], 16), size: 16 }];
-    pools.extend((18..=31).map(|b| Pool { base: sn([172, b, 0, 0], 16), size: 16 }));
-    pools.push(Pool { base: sn([192, 168, 0, 0], 16), size: 20 });
+    let mut pools = vec![Pool {
+        base: sn([172, 17, 0, 0], 16),
+        size: 16,
+    }];
+    pools.extend((18..=31).map(|b| Pool {
+        base: sn([172, b, 0, 0], 16),
+        size: 16,
+    }));
+    pools.push(Pool {
+        base: sn([192, 168, 0, 0], 16),
+        size: 20,
+    });
     pools
 }
 
 fn sn(o: [u8; 4], p: u8) -> Subnet {
-    Subnet { addr: Ipv4Addr::from(o), prefix: p }
+    Subnet {
+        addr: Ipv4Addr::from(o),
+        prefix: p,
+    }
 }
 
 /// Picks the first pool subnet overlapping neither `in_use` (other networks) nor `routes`
@@ -203,11 +224,15 @@ impl NetworkIpam {
     /// Validates a request against a chosen subnet (`subnet` is the request's or a picked one).
     pub fn new(req: &IpamRequest, subnet: Subnet) -> Result<NetworkIpam> {
         if subnet.prefix > 30 {
-            return Err(NetError::Invalid(format!("subnet {subnet} is too small (at most /30)")));
+            return Err(NetError::Invalid(format!(
+                "subnet {subnet} is too small (at most /30)"
+            )));
         }
         let gateway = match req.gateway {
             Some(g) => g,
-            None => subnet.first_host().ok_or_else(|| NetError::Invalid(format!("subnet {subnet} has no host address")))?,
+            None => subnet
+                .first_host()
+                .ok_or_else(|| NetError::Invalid(format!("subnet {subnet} has no host address")))?,
         };
         if !subnet.contains(gateway) || gateway == subnet.addr || gateway == subnet.broadcast() {
             return Err(NetError::Invalid(format!(
@@ -216,9 +241,16 @@ impl NetworkIpam {
         }
         let range = req.ip_range.unwrap_or(subnet);
         if !subnet.covers(&range) {
-            return Err(NetError::Invalid(format!("ip-range {range} is not inside subnet {subnet}")));
+            return Err(NetError::Invalid(format!(
+                "ip-range {range} is not inside subnet {subnet}"
+            )));
         }
-        Ok(NetworkIpam { subnet, gateway, range, allocated: BTreeSet::new() })
+        Ok(NetworkIpam {
+            subnet,
+            gateway,
+            range,
+            allocated: BTreeSet::new(),
+        })
     }
 
     fn usable(&self, ip: Ipv4Addr) -> bool {
@@ -238,7 +270,9 @@ impl NetworkIpam {
                 )));
             }
             if !self.allocated.insert(ip) {
-                return Err(NetError::Conflict(format!("address {ip} is already in use")));
+                return Err(NetError::Conflict(format!(
+                    "address {ip} is already in use"
+                )));
             }
             return Ok(ip);
         }
@@ -249,7 +283,10 @@ impl NetworkIpam {
                 return Ok(ip);
             }
         }
-        Err(NetError::Exhausted(format!("no free address left in {}", self.range)))
+        Err(NetError::Exhausted(format!(
+            "no free address left in {}",
+            self.range
+        )))
     }
 
     /// Returns an address to the pool; releasing an unknown address is a no-op.
@@ -273,7 +310,11 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -301,7 +342,9 @@ impl FromStr for Mac {
             return Err(bad());
         }
         if out[0] & 1 == 1 {
-            return Err(NetError::Invalid(format!("MAC address {s} is a multicast address")));
+            return Err(NetError::Invalid(format!(
+                "MAC address {s} is a multicast address"
+            )));
         }
         Ok(Mac(out))
     }
@@ -315,7 +358,9 @@ impl Serialize for Mac {
 
 impl<'de> Deserialize<'de> for Mac {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Mac, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -361,15 +406,28 @@ mod tests {
 
     #[test]
     fn allocation_static_range_release() {
-        let req = IpamRequest { subnet: Some(s("10.213.9.0/29")), gateway: None, ip_range: None };
+        let req = IpamRequest {
+            subnet: Some(s("10.213.9.0/29")),
+            gateway: None,
+            ip_range: None,
+        };
         let mut ip = NetworkIpam::new(&req, s("10.213.9.0/29")).unwrap();
         assert_eq!(ip.gateway, Ipv4Addr::new(10, 213, 9, 1));
         let a = ip.allocate(None).unwrap();
         assert_eq!(a, Ipv4Addr::new(10, 213, 9, 2));
         assert!(ip.allocate(Some(Ipv4Addr::new(10, 213, 9, 2))).is_err());
-        assert!(ip.allocate(Some(Ipv4Addr::new(10, 213, 9, 1))).is_err(), "gateway");
-        assert!(ip.allocate(Some(Ipv4Addr::new(10, 213, 9, 7))).is_err(), "broadcast");
-        assert_eq!(ip.allocate(Some(Ipv4Addr::new(10, 213, 9, 5))).unwrap(), Ipv4Addr::new(10, 213, 9, 5));
+        assert!(
+            ip.allocate(Some(Ipv4Addr::new(10, 213, 9, 1))).is_err(),
+            "gateway"
+        );
+        assert!(
+            ip.allocate(Some(Ipv4Addr::new(10, 213, 9, 7))).is_err(),
+            "broadcast"
+        );
+        assert_eq!(
+            ip.allocate(Some(Ipv4Addr::new(10, 213, 9, 5))).unwrap(),
+            Ipv4Addr::new(10, 213, 9, 5)
+        );
         let mut got = vec![];
         while let Ok(x) = ip.allocate(None) {
             got.push(x.octets()[3]);
@@ -382,9 +440,15 @@ mod tests {
     #[test]
     fn gateway_and_range_validation() {
         let net = s("10.213.9.0/24");
-        let bad_gw = IpamRequest { gateway: Some(Ipv4Addr::new(10, 213, 8, 1)), ..Default::default() };
+        let bad_gw = IpamRequest {
+            gateway: Some(Ipv4Addr::new(10, 213, 8, 1)),
+            ..Default::default()
+        };
         assert!(NetworkIpam::new(&bad_gw, net).is_err());
-        let bad_range = IpamRequest { ip_range: Some(s("10.213.0.0/16")), ..Default::default() };
+        let bad_range = IpamRequest {
+            ip_range: Some(s("10.213.0.0/16")),
+            ..Default::default()
+        };
         assert!(NetworkIpam::new(&bad_range, net).is_err());
         let ok = IpamRequest {
             gateway: Some(Ipv4Addr::new(10, 213, 9, 254)),
@@ -399,9 +463,21 @@ mod tests {
 
     #[test]
     fn mac_parse_and_derive() {
-        assert_eq!(Mac::from_ip(Ipv4Addr::new(172, 17, 0, 2)).to_string(), "02:42:ac:11:00:02");
-        assert_eq!("02:42:AC:11:00:02".parse::<Mac>().unwrap().0, [2, 0x42, 0xac, 0x11, 0, 2]);
-        for bad in ["01:00:5e:00:00:01", "02:42:ac:11:00", "02:42:ac:11:00:02:03", "zz:42:ac:11:00:02", "2:42:ac:11:00:02"] {
+        assert_eq!(
+            Mac::from_ip(Ipv4Addr::new(172, 17, 0, 2)).to_string(),
+            "02:42:ac:11:00:02"
+        );
+        assert_eq!(
+            "02:42:AC:11:00:02".parse::<Mac>().unwrap().0,
+            [2, 0x42, 0xac, 0x11, 0, 2]
+        );
+        for bad in [
+            "01:00:5e:00:00:01",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:02:03",
+            "zz:42:ac:11:00:02",
+            "2:42:ac:11:00:02",
+        ] {
             assert!(bad.parse::<Mac>().is_err(), "{bad}");
         }
     }

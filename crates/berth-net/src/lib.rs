@@ -34,7 +34,9 @@ pub fn validate_name(name: &str) -> Result<()> {
     if ok && name.len() <= 255 {
         Ok(())
     } else {
-        Err(NetError::Invalid(format!("invalid name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")))
+        Err(NetError::Invalid(format!(
+            "invalid name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )))
     }
 }
 
@@ -44,10 +46,14 @@ pub fn validate_ifname(name: &str) -> Result<()> {
         && name.len() <= 15
         && name != "."
         && name != ".."
-        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
     if ok {
         Ok(())
     } else {
-        Err(NetError::Invalid(format!("invalid interface name {name:?} (1-15 characters, no '/', ':' or spaces)")))
+        Err(NetError::Invalid(format!(
+            "invalid interface name {name:?} (1-15 characters, no '/', ':' or spaces)"
+        )))
     }
 }

@@ -193,7 +193,8 @@ pub struct Manager {
 
 fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
-    rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty()).map_err(|e| NetError::io("getrandom", e.into()))?;
+    rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty())
+        .map_err(|e| NetError::io("getrandom", e.into()))?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -202,17 +203,31 @@ impl Manager {
     pub fn open(cfg: Config) -> Result<Manager> {
         crate::validate_name(&cfg.table)?;
         crate::validate_ifname(&cfg.default_bridge)?;
-        std::fs::create_dir_all(&cfg.state_dir).map_err(|e| NetError::io(format!("create {}", cfg.state_dir.display()), e))?;
+        std::fs::create_dir_all(&cfg.state_dir)
+            .map_err(|e| NetError::io(format!("create {}", cfg.state_dir.display()), e))?;
         let path = cfg.state_dir.join("networks.json");
         let state: State = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| NetError::io(format!("parse {}", path.display()), std::io::Error::other(e)))?,
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                NetError::io(
+                    format!("parse {}", path.display()),
+                    std::io::Error::other(e),
+                )
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(NetError::io(format!("read {}", path.display()), e)),
         };
         if cfg.enable_ip_forward {
-            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| NetError::io("enable net.ipv4.ip_forward", e))?;
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+                .map_err(|e| NetError::io("enable net.ipv4.ip_forward", e))?;
         }
-        let m = Manager { cfg, inner: Mutex::new(Inner { state, dns: HashMap::new(), reservations: HashMap::new() }) };
+        let m = Manager {
+            cfg,
+            inner: Mutex::new(Inner {
+                state,
+                dns: HashMap::new(),
+                reservations: HashMap::new(),
+            }),
+        };
         m.reconcile()?;
         Ok(m)
     }
@@ -233,7 +248,8 @@ impl Manager {
     fn persist(&self, st: &State) -> Result<()> {
         let path = self.cfg.state_dir.join("networks.json");
         let tmp = self.cfg.state_dir.join(".networks.json.tmp");
-        let body = serde_json::to_vec_pretty(st).map_err(|e| NetError::io("encode network state", std::io::Error::other(e)))?;
+        let body = serde_json::to_vec_pretty(st)
+            .map_err(|e| NetError::io("encode network state", std::io::Error::other(e)))?;
         let write = || -> std::io::Result<()> {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp)?;
@@ -247,11 +263,24 @@ impl Manager {
 
     fn ruleset(st: &State) -> Ruleset {
         Ruleset {
-            networks: st.networks.values().map(|n| FwNetwork { bridge: n.bridge.clone(), subnet: n.ipam.subnet, internal: n.internal }).collect(),
+            networks: st
+                .networks
+                .values()
+                .map(|n| FwNetwork {
+                    bridge: n.bridge.clone(),
+                    subnet: n.ipam.subnet,
+                    internal: n.internal,
+                })
+                .collect(),
             ports: st
                 .endpoints
                 .values()
-                .flat_map(|e| e.ports.iter().map(|p| FwPort { container_ip: e.ip, mapping: *p }))
+                .flat_map(|e| {
+                    e.ports.iter().map(|p| FwPort {
+                        container_ip: e.ip,
+                        mapping: *p,
+                    })
+                })
                 .collect(),
         }
     }
@@ -259,12 +288,18 @@ impl Manager {
     fn upstreams(&self) -> Vec<IpAddr> {
         match &self.cfg.dns_upstreams {
             Some(v) => v.clone(),
-            None => ResolvConf::parse(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()).upstreams(),
+            None => {
+                ResolvConf::parse(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+                    .upstreams()
+            }
         }
     }
 
     fn start_dns(&self, net: &Network) -> Result<DnsServer> {
-        DnsServer::start(SocketAddrV4::new(net.ipam.gateway, self.cfg.dns_port), self.upstreams())
+        DnsServer::start(
+            SocketAddrV4::new(net.ipam.gateway, self.cfg.dns_port),
+            self.upstreams(),
+        )
     }
 
     /// Brings devices, rules and resolvers in line with the store (run at start-up).
@@ -276,15 +311,27 @@ impl Manager {
         let mut errs = Vec::new();
         // 1. devices we own that the store no longer knows
         for l in &links {
-            let Some(rest) = l.alias.as_deref().and_then(|a| a.strip_prefix(&prefix)) else { continue };
+            let Some(rest) = l.alias.as_deref().and_then(|a| a.strip_prefix(&prefix)) else {
+                continue;
+            };
             let known = match rest.split_once(':') {
-                Some(("net", id)) => inner.state.networks.get(id).is_some_and(|n| n.bridge == l.name),
-                Some(("ep", id)) => inner.state.endpoints.get(id).is_some_and(|e| e.host_veth == l.name),
+                Some(("net", id)) => inner
+                    .state
+                    .networks
+                    .get(id)
+                    .is_some_and(|n| n.bridge == l.name),
+                Some(("ep", id)) => inner
+                    .state
+                    .endpoints
+                    .get(id)
+                    .is_some_and(|e| e.host_veth == l.name),
                 _ => false,
             };
             if !known {
                 let name = l.name.clone();
-                if let Err(e) = netlink::run_in(None, move |h| async move { netlink::delete_link(&h, &name).await }) {
+                if let Err(e) = netlink::run_in(None, move |h| async move {
+                    netlink::delete_link(&h, &name).await
+                }) {
                     errs.push(e);
                 }
             }
@@ -295,13 +342,22 @@ impl Manager {
         let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
         let alive = |e: &Endpoint| {
             names.contains(&e.host_veth.as_str())
-                && std::fs::metadata(&e.netns).is_ok_and(|m| e.netns_ino == 0 || m.ino() == e.netns_ino)
+                && std::fs::metadata(&e.netns)
+                    .is_ok_and(|m| e.netns_ino == 0 || m.ino() == e.netns_ino)
         };
-        let dead: Vec<String> = inner.state.endpoints.values().filter(|e| !alive(e)).map(|e| e.id.clone()).collect();
+        let dead: Vec<String> = inner
+            .state
+            .endpoints
+            .values()
+            .filter(|e| !alive(e))
+            .map(|e| e.id.clone())
+            .collect();
         for id in dead {
             if let Some(ep) = inner.state.endpoints.remove(&id) {
                 let name = ep.host_veth.clone();
-                if let Err(e) = netlink::run_in(None, move |h| async move { netlink::delete_link(&h, &name).await }) {
+                if let Err(e) = netlink::run_in(None, move |h| async move {
+                    netlink::delete_link(&h, &name).await
+                }) {
                     errs.push(e);
                 }
                 if let Some(n) = inner.state.networks.get_mut(&ep.network_id) {
@@ -324,7 +380,12 @@ impl Manager {
         for n in inner.state.networks.values().filter(|n| n.dns) {
             match self.start_dns(n) {
                 Ok(srv) => {
-                    for e in inner.state.endpoints.values().filter(|e| e.network_id == n.id) {
+                    for e in inner
+                        .state
+                        .endpoints
+                        .values()
+                        .filter(|e| e.network_id == n.id)
+                    {
                         srv.set(&e.id, &e.dns_names(), e.ip);
                     }
                     inner.dns.insert(n.id.clone(), srv);
@@ -349,12 +410,25 @@ impl Manager {
     }
 
     fn create_bridge(&self, n: &Network) -> Result<()> {
-        let (name, alias, gw, subnet, mtu) = (n.bridge.clone(), self.mark("net", &n.id), n.ipam.gateway, n.ipam.subnet, n.mtu);
-        netlink::run_in(None, move |h| async move { netlink::create_bridge(&h, &name, &alias, gw, subnet, mtu).await.map(|_| ()) })?;
-        let res = netlink::set_if_sysctl(&n.bridge, "route_localnet", "1").and_then(|_| netlink::set_if_sysctl(&n.bridge, "forwarding", "1"));
+        let (name, alias, gw, subnet, mtu) = (
+            n.bridge.clone(),
+            self.mark("net", &n.id),
+            n.ipam.gateway,
+            n.ipam.subnet,
+            n.mtu,
+        );
+        netlink::run_in(None, move |h| async move {
+            netlink::create_bridge(&h, &name, &alias, gw, subnet, mtu)
+                .await
+                .map(|_| ())
+        })?;
+        let res = netlink::set_if_sysctl(&n.bridge, "route_localnet", "1")
+            .and_then(|_| netlink::set_if_sysctl(&n.bridge, "forwarding", "1"));
         if let Err(e) = res {
             let name = n.bridge.clone();
-            let _ = netlink::run_in(None, move |h| async move { netlink::delete_link(&h, &name).await });
+            let _ = netlink::run_in(None, move |h| async move {
+                netlink::delete_link(&h, &name).await
+            });
             return Err(e);
         }
         Ok(())
@@ -366,7 +440,10 @@ impl Manager {
         let mut g = self.lock();
         let inner = &mut *g;
         if inner.state.networks.values().any(|n| n.name == spec.name) {
-            return Err(NetError::Conflict(format!("network with name {} already exists", spec.name)));
+            return Err(NetError::Conflict(format!(
+                "network with name {} already exists",
+                spec.name
+            )));
         }
         let id = random_hex(32)?;
         let bridge = match spec.options.get(OPT_BRIDGE_NAME) {
@@ -375,20 +452,37 @@ impl Manager {
         };
         crate::validate_ifname(&bridge)?;
         let mtu = match spec.options.get(OPT_MTU) {
-            Some(v) => Some(v.parse::<u32>().ok().filter(|m| (68..=65535).contains(m)).ok_or_else(|| NetError::Invalid(format!("invalid MTU {v:?}")))?),
+            Some(v) => Some(
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|m| (68..=65535).contains(m))
+                    .ok_or_else(|| NetError::Invalid(format!("invalid MTU {v:?}")))?,
+            ),
             None => None,
         };
         if inner.state.networks.values().any(|n| n.bridge == bridge) {
-            return Err(NetError::Conflict(format!("bridge {bridge} is already used by another network")));
+            return Err(NetError::Conflict(format!(
+                "bridge {bridge} is already used by another network"
+            )));
         }
         let b2 = bridge.clone();
         let (exists, routes) = netlink::run_in(None, move |h| async move {
-            Ok((netlink::link_by_name(&h, &b2).await?.is_some(), netlink::routes_v4(&h).await?))
+            Ok((
+                netlink::link_by_name(&h, &b2).await?.is_some(),
+                netlink::routes_v4(&h).await?,
+            ))
         })?;
         if exists {
-            return Err(NetError::Conflict(format!("a device named {bridge} already exists")));
+            return Err(NetError::Conflict(format!(
+                "a device named {bridge} already exists"
+            )));
         }
-        let in_use: Vec<Subnet> = inner.state.networks.values().map(|n| n.ipam.subnet).collect();
+        let in_use: Vec<Subnet> = inner
+            .state
+            .networks
+            .values()
+            .map(|n| n.ipam.subnet)
+            .collect();
         let subnet = match spec.ipam.subnet {
             Some(s) => {
                 if let Some(o) = in_use.iter().find(|u| u.overlaps(&s)) {
@@ -397,7 +491,11 @@ impl Manager {
                 s
             }
             None => {
-                let host: Vec<Subnet> = routes.iter().map(|r| r.dest).filter(|d| d.prefix() > 0).collect();
+                let host: Vec<Subnet> = routes
+                    .iter()
+                    .map(|r| r.dest)
+                    .filter(|d| d.prefix() > 0)
+                    .collect();
                 ipam::pick_subnet(&self.cfg.pools, &in_use, &host)?
             }
         };
@@ -416,11 +514,19 @@ impl Manager {
         self.create_bridge(&net)?;
         let undo_bridge = || {
             let name = net.bridge.clone();
-            let _ = netlink::run_in(None, move |h| async move { netlink::delete_link(&h, &name).await });
+            let _ = netlink::run_in(None, move |h| async move {
+                netlink::delete_link(&h, &name).await
+            });
         };
         inner.state.networks.insert(id.clone(), net.clone());
         let step = firewall::apply(&self.cfg.table, &Self::ruleset(&inner.state))
-            .and_then(|_| if net.dns { self.start_dns(&net).map(Some) } else { Ok(None) })
+            .and_then(|_| {
+                if net.dns {
+                    self.start_dns(&net).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
             .and_then(|srv| self.persist(&inner.state).map(|_| srv));
         match step {
             Ok(srv) => {
@@ -447,7 +553,10 @@ impl Manager {
         options.insert(OPT_BRIDGE_NAME.to_string(), self.cfg.default_bridge.clone());
         self.create_network(&NetworkSpec {
             name: "bridge".into(),
-            ipam: IpamRequest { subnet: self.cfg.default_subnet, ..Default::default() },
+            ipam: IpamRequest {
+                subnet: self.cfg.default_subnet,
+                ..Default::default()
+            },
             options,
             ..Default::default()
         })
@@ -458,9 +567,16 @@ impl Manager {
             .get(key)
             .or_else(|| st.networks.values().find(|n| n.name == key))
             .or_else(|| {
-                let mut it = st.networks.values().filter(|n| key.len() >= 3 && n.id.starts_with(key));
+                let mut it = st
+                    .networks
+                    .values()
+                    .filter(|n| key.len() >= 3 && n.id.starts_with(key));
                 let first = it.next();
-                if it.next().is_some() { None } else { first }
+                if it.next().is_some() {
+                    None
+                } else {
+                    first
+                }
             })
             .ok_or_else(|| NetError::NotFound(format!("network {key}")))
     }
@@ -479,12 +595,23 @@ impl Manager {
     pub fn endpoints(&self, network: &str) -> Result<Vec<Endpoint>> {
         let g = self.lock();
         let id = Self::find(&g.state, network)?.id.clone();
-        Ok(g.state.endpoints.values().filter(|e| e.network_id == id).cloned().collect())
+        Ok(g.state
+            .endpoints
+            .values()
+            .filter(|e| e.network_id == id)
+            .cloned()
+            .collect())
     }
 
     /// The endpoints of a container on every network.
     pub fn container_endpoints(&self, container_id: &str) -> Vec<Endpoint> {
-        self.lock().state.endpoints.values().filter(|e| e.container_id == container_id).cloned().collect()
+        self.lock()
+            .state
+            .endpoints
+            .values()
+            .filter(|e| e.container_id == container_id)
+            .cloned()
+            .collect()
     }
 
     /// Removes a network without endpoints.
@@ -492,8 +619,16 @@ impl Manager {
         let mut g = self.lock();
         let inner = &mut *g;
         let net = Self::find(&inner.state, key)?.clone();
-        if inner.state.endpoints.values().any(|e| e.network_id == net.id) {
-            return Err(NetError::Conflict(format!("error while removing network: network {} has active endpoints", net.name)));
+        if inner
+            .state
+            .endpoints
+            .values()
+            .any(|e| e.network_id == net.id)
+        {
+            return Err(NetError::Conflict(format!(
+                "error while removing network: network {} has active endpoints",
+                net.name
+            )));
         }
         let mut errs = Vec::new();
         inner.state.networks.remove(&net.id);
@@ -502,7 +637,9 @@ impl Manager {
         }
         inner.dns.remove(&net.id);
         let name = net.bridge.clone();
-        if let Err(e) = netlink::run_in(None, move |h| async move { netlink::delete_link(&h, &name).await }) {
+        if let Err(e) = netlink::run_in(None, move |h| async move {
+            netlink::delete_link(&h, &name).await
+        }) {
             errs.push(e);
         }
         if let Err(e) = self.persist(&inner.state) {
@@ -526,30 +663,56 @@ impl Manager {
             return Err(NetError::Invalid("endpoint without a container id".into()));
         }
         if !spec.netns.exists() {
-            return Err(NetError::NotFound(format!("network namespace {}", spec.netns.display())));
+            return Err(NetError::NotFound(format!(
+                "network namespace {}",
+                spec.netns.display()
+            )));
         }
         let mut g = self.lock();
         let inner = &mut *g;
         let net = Self::find(&inner.state, network)?.clone();
-        let mine: Vec<&Endpoint> = inner.state.endpoints.values().filter(|e| e.container_id == spec.container_id).collect();
+        let mine: Vec<&Endpoint> = inner
+            .state
+            .endpoints
+            .values()
+            .filter(|e| e.container_id == spec.container_id)
+            .collect();
         if mine.iter().any(|e| e.network_id == net.id) {
-            return Err(NetError::Conflict(format!("endpoint with name {} already exists in network {}", spec.name, net.name)));
+            return Err(NetError::Conflict(format!(
+                "endpoint with name {} already exists in network {}",
+                spec.name, net.name
+            )));
         }
         let ifname = match &spec.ifname {
             Some(i) => i.clone(),
-            None => (0..).map(|n| format!("eth{n}")).find(|c| !mine.iter().any(|e| &e.ifname == c)).unwrap_or_default(),
+            None => (0..)
+                .map(|n| format!("eth{n}"))
+                .find(|c| !mine.iter().any(|e| &e.ifname == c))
+                .unwrap_or_default(),
         };
         if mine.iter().any(|e| e.ifname == ifname) {
-            return Err(NetError::Conflict(format!("interface {ifname} already exists in the container")));
+            return Err(NetError::Conflict(format!(
+                "interface {ifname} already exists in the container"
+            )));
         }
         if !spec.ports.is_empty() && net.internal {
-            return Err(NetError::Invalid(format!("ports cannot be published on internal network {}", net.name)));
+            return Err(NetError::Invalid(format!(
+                "ports cannot be published on internal network {}",
+                net.name
+            )));
         }
         use std::os::unix::fs::MetadataExt;
-        let netns_ino = std::fs::metadata(&spec.netns).map_err(|e| NetError::io(format!("stat {}", spec.netns.display()), e))?.ino();
+        let netns_ino = std::fs::metadata(&spec.netns)
+            .map_err(|e| NetError::io(format!("stat {}", spec.netns.display()), e))?
+            .ino();
         // allocate: address, MAC, host ports
         let id = random_hex(32)?;
-        let ip = inner.state.networks.get_mut(&net.id).map(|n| n.ipam.allocate(spec.ip)).unwrap_or_else(|| Err(NetError::NotFound(net.name.clone())))?;
+        let ip = inner
+            .state
+            .networks
+            .get_mut(&net.id)
+            .map(|n| n.ipam.allocate(spec.ip))
+            .unwrap_or_else(|| Err(NetError::NotFound(net.name.clone())))?;
         let release_ip = |inner: &mut Inner| {
             if let Some(n) = inner.state.networks.get_mut(&net.id) {
                 n.ipam.release(ip);
@@ -561,7 +724,12 @@ impl Manager {
             match reserve(p.host_ip, p.host_port, p.proto) {
                 Ok((fd, port)) => {
                     fds.push(fd);
-                    ports.push(PortMapping { host_ip: p.host_ip, host_port: port, container_port: p.container_port, proto: p.proto });
+                    ports.push(PortMapping {
+                        host_ip: p.host_ip,
+                        host_port: port,
+                        container_port: p.container_port,
+                        proto: p.proto,
+                    });
                 }
                 Err(e) => {
                     release_ip(inner);
@@ -587,15 +755,34 @@ impl Manager {
             ports,
         };
         // set up: veth, inside, rules, DNS, store
-        let plan = VethPlan { host_name: ep.host_veth.clone(), peer_name: ifname.clone(), peer_mac: ep.mac, alias: self.mark("ep", &id), bridge: net.bridge.clone(), mtu: net.mtu };
-        let inside = InsidePlan { ifname, ip, subnet: net.ipam.subnet, gateway: ep.gateway };
+        let plan = VethPlan {
+            host_name: ep.host_veth.clone(),
+            peer_name: ifname.clone(),
+            peer_mac: ep.mac,
+            alias: self.mark("ep", &id),
+            bridge: net.bridge.clone(),
+            mtu: net.mtu,
+        };
+        let inside = InsidePlan {
+            ifname,
+            ip,
+            subnet: net.ipam.subnet,
+            gateway: ep.gateway,
+        };
         let nspath = spec.netns.clone();
-        let res = netlink::run_in(None, move |h| async move { netlink::create_veth(&h, &plan, &nspath).await }).and_then(|_| {
-            netlink::run_in(Some(&spec.netns), move |h| async move { netlink::configure_inside(&h, &inside).await })
+        let res = netlink::run_in(None, move |h| async move {
+            netlink::create_veth(&h, &plan, &nspath).await
+        })
+        .and_then(|_| {
+            netlink::run_in(Some(&spec.netns), move |h| async move {
+                netlink::configure_inside(&h, &inside).await
+            })
         });
         let undo_link = |ep: &Endpoint| {
             let name = ep.host_veth.clone();
-            let _ = netlink::run_in(None, move |h| async move { netlink::delete_link(&h, &name).await });
+            let _ = netlink::run_in(None, move |h| async move {
+                netlink::delete_link(&h, &name).await
+            });
         };
         if let Err(e) = res {
             undo_link(&ep);
@@ -603,12 +790,16 @@ impl Manager {
             return Err(e);
         }
         inner.state.endpoints.insert(id.clone(), ep.clone());
-        let res = if ep.ports.is_empty() { Ok(()) } else { firewall::apply(&self.cfg.table, &Self::ruleset(&inner.state)) }
-            .and_then(|_| self.persist(&inner.state));
+        let res = if ep.ports.is_empty() {
+            Ok(())
+        } else {
+            firewall::apply_ports(&self.cfg.table, &Self::ruleset(&inner.state))
+        }
+        .and_then(|_| self.persist(&inner.state));
         if let Err(e) = res {
             inner.state.endpoints.remove(&id);
             if !ep.ports.is_empty() {
-                let _ = firewall::apply(&self.cfg.table, &Self::ruleset(&inner.state));
+                let _ = firewall::apply_ports(&self.cfg.table, &Self::ruleset(&inner.state));
             }
             undo_link(&ep);
             release_ip(inner);
@@ -631,14 +822,24 @@ impl Manager {
             .values()
             .find(|e| e.network_id == net_id && e.container_id == container_id)
             .cloned()
-            .ok_or_else(|| NetError::NotFound(format!("container {container_id} is not connected to network {network}")))?;
+            .ok_or_else(|| {
+                NetError::NotFound(format!(
+                    "container {container_id} is not connected to network {network}"
+                ))
+            })?;
         self.teardown(&mut g, &ep)
     }
 
     /// Detaches a container from every network (container stop or removal).
     pub fn disconnect_all(&self, container_id: &str) -> Result<()> {
         let mut g = self.lock();
-        let eps: Vec<Endpoint> = g.state.endpoints.values().filter(|e| e.container_id == container_id).cloned().collect();
+        let eps: Vec<Endpoint> = g
+            .state
+            .endpoints
+            .values()
+            .filter(|e| e.container_id == container_id)
+            .cloned()
+            .collect();
         let mut errs = Vec::new();
         for ep in eps {
             if let Err(e) = self.teardown(&mut g, &ep) {
@@ -652,7 +853,7 @@ impl Manager {
         let mut errs = Vec::new();
         inner.state.endpoints.remove(&ep.id);
         if !ep.ports.is_empty() {
-            if let Err(e) = firewall::apply(&self.cfg.table, &Self::ruleset(&inner.state)) {
+            if let Err(e) = firewall::apply_ports(&self.cfg.table, &Self::ruleset(&inner.state)) {
                 errs.push(e);
             }
         }
@@ -661,7 +862,9 @@ impl Manager {
         }
         inner.reservations.remove(&ep.id);
         let name = ep.host_veth.clone();
-        if let Err(e) = netlink::run_in(None, move |h| async move { netlink::delete_link(&h, &name).await }) {
+        if let Err(e) = netlink::run_in(None, move |h| async move {
+            netlink::delete_link(&h, &name).await
+        }) {
             errs.push(e);
         }
         if let Some(n) = inner.state.networks.get_mut(&ep.network_id) {
@@ -698,7 +901,9 @@ impl Manager {
         }
         for n in nets {
             let name = n.bridge.clone();
-            if let Err(e) = netlink::run_in(None, move |h| async move { netlink::delete_link(&h, &name).await }) {
+            if let Err(e) = netlink::run_in(None, move |h| async move {
+                netlink::delete_link(&h, &name).await
+            }) {
                 errs.push(e);
             }
         }
@@ -718,16 +923,36 @@ fn reserve(ip: Option<Ipv4Addr>, want: HostPort, proto: Proto) -> Result<(OwnedF
         Proto::Udp => SocketType::DGRAM,
     };
     let try_port = |port: u16| -> std::io::Result<(OwnedFd, u16)> {
-        let fd = rustix::net::socket_with(AddressFamily::INET, ty, rustix::net::SocketFlags::CLOEXEC, None)?;
+        let fd = rustix::net::socket_with(
+            AddressFamily::INET,
+            ty,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )?;
         rustix::net::bind(&fd, &SocketAddrV4::new(ip, port))?;
         let local = rustix::net::getsockname(&fd)?;
-        let port = SocketAddrV4::try_from(local).map(|a| a.port()).map_err(|_| std::io::Error::other("not an IPv4 socket"))?;
+        let port = SocketAddrV4::try_from(local)
+            .map(|a| a.port())
+            .map_err(|_| std::io::Error::other("not an IPv4 socket"))?;
         Ok((fd, port))
     };
-    let busy = |p: u16| NetError::Conflict(format!("bind for {ip}:{p}/{proto} failed: port is already allocated"));
+    let busy = |p: u16| {
+        NetError::Conflict(format!(
+            "bind for {ip}:{p}/{proto} failed: port is already allocated"
+        ))
+    };
     match want {
-        HostPort::Fixed(p) => try_port(p).map_err(|e| if e.kind() == std::io::ErrorKind::AddrInUse { busy(p) } else { NetError::io(format!("reserve {ip}:{p}/{proto}"), e) }),
-        HostPort::Ephemeral => try_port(0).map_err(|e| NetError::io(format!("reserve an ephemeral port on {ip}/{proto}"), e)),
-        HostPort::Range(a, b) => (a..=b).find_map(|p| try_port(p).ok()).ok_or_else(|| NetError::Conflict(format!("no free host port in {a}-{b} on {ip}/{proto}"))),
+        HostPort::Fixed(p) => try_port(p).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                busy(p)
+            } else {
+                NetError::io(format!("reserve {ip}:{p}/{proto}"), e)
+            }
+        }),
+        HostPort::Ephemeral => try_port(0)
+            .map_err(|e| NetError::io(format!("reserve an ephemeral port on {ip}/{proto}"), e)),
+        HostPort::Range(a, b) => (a..=b).find_map(|p| try_port(p).ok()).ok_or_else(|| {
+            NetError::Conflict(format!("no free host port in {a}-{b} on {ip}/{proto}"))
+        }),
     }
 }

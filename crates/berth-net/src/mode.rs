@@ -48,7 +48,11 @@ impl FromStr for NetworkMode {
             "host" => NetworkMode::Host,
             "none" => NetworkMode::None,
             _ => match s.strip_prefix("container:") {
-                Some("") => return Err(NetError::Invalid("invalid network mode \"container:\": no container given".into())),
+                Some("") => {
+                    return Err(NetError::Invalid(
+                        "invalid network mode \"container:\": no container given".into(),
+                    ))
+                }
                 Some(id) => NetworkMode::Container(id.to_string()),
                 None => {
                     crate::validate_name(s)?;
@@ -78,7 +82,10 @@ mod tests {
     #[test]
     fn modes() {
         assert_eq!("".parse::<NetworkMode>().unwrap(), NetworkMode::Bridge);
-        assert_eq!("default".parse::<NetworkMode>().unwrap(), NetworkMode::Bridge);
+        assert_eq!(
+            "default".parse::<NetworkMode>().unwrap(),
+            NetworkMode::Bridge
+        );
         assert_eq!("host".parse::<NetworkMode>().unwrap(), NetworkMode::Host);
         let c: NetworkMode = "container:abc".parse().unwrap();
         assert_eq!(c, NetworkMode::Container("abc".into()));

@@ -11,10 +11,12 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute};
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth};
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use crate::error::{NetError, Result};
 use crate::ipam::{Mac, Subnet};
@@ -37,7 +39,10 @@ fn nl_err(op: impl Into<String>, e: rtnetlink::Error) -> NetError {
         rtnetlink::Error::NetlinkError(m) => m.to_io(),
         other => std::io::Error::other(other.to_string()),
     };
-    NetError::Netlink { op: op.into(), source }
+    NetError::Netlink {
+        op: op.into(),
+        source,
+    }
 }
 
 fn is_errno(e: &NetError, errno: i32) -> bool {
@@ -57,42 +62,73 @@ where
     T: Send + 'static,
 {
     let netns: Option<PathBuf> = netns.map(Path::to_path_buf);
-    let worker = std::thread::Builder::new().name("berth-netlink".into()).spawn(move || -> Result<T> {
-        if let Some(path) = &netns {
-            let fd = rustix::fs::open(path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
-                .map_err(|e| NetError::io(format!("open network namespace {}", path.display()), e.into()))?;
-            rustix::thread::move_into_link_name_space(fd.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
-                .map_err(|e| NetError::io(format!("join network namespace {}", path.display()), e.into()))?;
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| NetError::io("start netlink runtime", e))?;
-        rt.block_on(async move {
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| NetError::io("open netlink socket", e))?;
-            let task = tokio::spawn(conn);
-            let out = f(handle).await;
-            task.abort();
-            out
-        })
-    });
+    let worker = std::thread::Builder::new()
+        .name("berth-netlink".into())
+        .spawn(move || -> Result<T> {
+            if let Some(path) = &netns {
+                let fd = rustix::fs::open(
+                    path,
+                    rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(|e| {
+                    NetError::io(
+                        format!("open network namespace {}", path.display()),
+                        e.into(),
+                    )
+                })?;
+                rustix::thread::move_into_link_name_space(
+                    fd.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .map_err(|e| {
+                    NetError::io(
+                        format!("join network namespace {}", path.display()),
+                        e.into(),
+                    )
+                })?;
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .enable_time()
+                .build()
+                .map_err(|e| NetError::io("start netlink runtime", e))?;
+            rt.block_on(async move {
+                let (conn, handle, _) = rtnetlink::new_connection()
+                    .map_err(|e| NetError::io("open netlink socket", e))?;
+                let task = tokio::spawn(conn);
+                let out = f(handle).await;
+                task.abort();
+                out
+            })
+        });
     let worker = worker.map_err(|e| NetError::io("spawn netlink thread", e))?;
-    worker.join().map_err(|_| NetError::io("netlink thread", std::io::Error::other("panicked")))?
+    worker
+        .join()
+        .map_err(|_| NetError::io("netlink thread", std::io::Error::other("panicked")))?
 }
 
 /// Lists every link of the namespace the handle is in.
 pub async fn links(handle: &Handle) -> Result<Vec<LinkInfo>> {
     let mut out = Vec::new();
     let mut stream = handle.link().get().execute();
-    while let Some(msg) = stream.try_next().await.map_err(|e| nl_err("list links", e))? {
+    while let Some(msg) = stream
+        .try_next()
+        .await
+        .map_err(|e| nl_err("list links", e))?
+    {
         out.push(link_info(&msg));
     }
     Ok(out)
 }
 
 fn link_info(msg: &LinkMessage) -> LinkInfo {
-    let mut info = LinkInfo { index: msg.header.index, name: String::new(), alias: None, controller: None };
+    let mut info = LinkInfo {
+        index: msg.header.index,
+        name: String::new(),
+        alias: None,
+        controller: None,
+    };
     for a in &msg.attributes {
         match a {
             LinkAttribute::IfName(n) => info.name = n.clone(),
@@ -123,29 +159,57 @@ pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkInfo
 
 /// Deletes a link by name; a missing link is not an error (teardown is idempotent).
 pub async fn delete_link(handle: &Handle, name: &str) -> Result<()> {
-    let Some(link) = link_by_name(handle, name).await? else { return Ok(()) };
-    match handle.link().del(link.index).execute().await.map_err(|e| nl_err(format!("delete link {name}"), e)) {
+    let Some(link) = link_by_name(handle, name).await? else {
+        return Ok(());
+    };
+    match handle
+        .link()
+        .del(link.index)
+        .execute()
+        .await
+        .map_err(|e| nl_err(format!("delete link {name}"), e))
+    {
         Err(e) if is_no_device(&e) => Ok(()),
         other => other,
     }
 }
 
 /// Creates bridge `name` marked with `alias`, gives it `gateway/prefix`, sets `mtu`, brings it up.
-pub async fn create_bridge(handle: &Handle, name: &str, alias: &str, gateway: Ipv4Addr, subnet: Subnet, mtu: Option<u32>) -> Result<u32> {
+pub async fn create_bridge(
+    handle: &Handle,
+    name: &str,
+    alias: &str,
+    gateway: Ipv4Addr,
+    subnet: Subnet,
+    mtu: Option<u32>,
+) -> Result<u32> {
     let mut b = LinkBridge::new(name);
     if let Some(mtu) = mtu {
         b = b.mtu(mtu);
     }
-    handle.link().add(b.build()).execute().await.map_err(|e| nl_err(format!("add bridge {name}"), e))?;
+    handle
+        .link()
+        .add(b.build())
+        .execute()
+        .await
+        .map_err(|e| nl_err(format!("add bridge {name}"), e))?;
     let link = link_by_name(handle, name)
         .await?
-        .ok_or_else(|| NetError::Netlink { op: format!("find bridge {name}"), source: std::io::Error::from_raw_os_error(19) })?;
+        .ok_or_else(|| NetError::Netlink {
+            op: format!("find bridge {name}"),
+            source: std::io::Error::from_raw_os_error(19),
+        })?;
     handle
         .address()
         .add(link.index, gateway.into(), subnet.prefix())
         .execute()
         .await
-        .map_err(|e| nl_err(format!("add address {gateway}/{} to {name}", subnet.prefix()), e))?;
+        .map_err(|e| {
+            nl_err(
+                format!("add address {gateway}/{} to {name}", subnet.prefix()),
+                e,
+            )
+        })?;
     set_alias(handle, link.index, name, alias).await?;
     handle
         .link()
@@ -158,8 +222,15 @@ pub async fn create_bridge(handle: &Handle, name: &str, alias: &str, gateway: Ip
 
 /// Sets `ifalias` (the kernel ignores it in RTM_NEWLINK, so it is a separate request).
 async fn set_alias(handle: &Handle, index: u32, name: &str, alias: &str) -> Result<()> {
-    let msg = LinkUnspec::new_with_index(index).append_extra_attribute(LinkAttribute::IfAlias(alias.to_string())).build();
-    handle.link().set(msg).execute().await.map_err(|e| nl_err(format!("set alias of {name}"), e))
+    let msg = LinkUnspec::new_with_index(index)
+        .append_extra_attribute(LinkAttribute::IfAlias(alias.to_string()))
+        .build();
+    handle
+        .link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(|e| nl_err(format!("set alias of {name}"), e))
 }
 
 /// What to create for one endpoint.
@@ -186,8 +257,11 @@ pub async fn create_veth(handle: &Handle, plan: &VethPlan, netns: &Path) -> Resu
     let bridge = link_by_name(handle, &plan.bridge)
         .await?
         .ok_or_else(|| NetError::NotFound(format!("bridge {}", plan.bridge)))?;
-    let ns = std::fs::File::open(netns).map_err(|e| NetError::io(format!("open network namespace {}", netns.display()), e))?;
-    let mut peer = LinkUnspec::new_with_name(&plan.peer_name).setns_by_fd(ns.as_raw_fd()).address(plan.peer_mac.0.to_vec());
+    let ns = std::fs::File::open(netns)
+        .map_err(|e| NetError::io(format!("open network namespace {}", netns.display()), e))?;
+    let mut peer = LinkUnspec::new_with_name(&plan.peer_name)
+        .setns_by_fd(ns.as_raw_fd())
+        .address(plan.peer_mac.0.to_vec());
     if let Some(mtu) = plan.mtu {
         peer = peer.mtu(mtu);
     }
@@ -197,18 +271,32 @@ pub async fn create_veth(handle: &Handle, plan: &VethPlan, netns: &Path) -> Resu
     if let Some(mtu) = plan.mtu {
         v = v.mtu(mtu);
     }
-    handle
-        .link()
-        .add(v.build())
-        .execute()
-        .await
-        .map_err(|e| nl_err(format!("add veth {} with peer {} in {}", plan.host_name, plan.peer_name, netns.display()), e))?;
+    handle.link().add(v.build()).execute().await.map_err(|e| {
+        nl_err(
+            format!(
+                "add veth {} with peer {} in {}",
+                plan.host_name,
+                plan.peer_name,
+                netns.display()
+            ),
+            e,
+        )
+    })?;
     drop(ns);
     let res = async {
-        let host = link_by_name(handle, &plan.host_name).await?.ok_or_else(|| NetError::NotFound(format!("veth {}", plan.host_name)))?;
+        let host = link_by_name(handle, &plan.host_name)
+            .await?
+            .ok_or_else(|| NetError::NotFound(format!("veth {}", plan.host_name)))?;
         set_alias(handle, host.index, &plan.host_name, &plan.alias).await?;
-        let set_host = LinkUnspec::new_with_index(host.index).controller(bridge.index).up();
-        handle.link().set(set_host.build()).execute().await.map_err(|e| nl_err(format!("attach {} to {}", plan.host_name, plan.bridge), e))?;
+        let set_host = LinkUnspec::new_with_index(host.index)
+            .controller(bridge.index)
+            .up();
+        handle
+            .link()
+            .set(set_host.build())
+            .execute()
+            .await
+            .map_err(|e| nl_err(format!("attach {} to {}", plan.host_name, plan.bridge), e))?;
         // hairpin: with br_netfilter, a container's DNATed connection to its own published port
         // is bridged back out the port it came in on.
         let hp = format!("/sys/class/net/{}/brport/hairpin_mode", plan.host_name);
@@ -238,16 +326,28 @@ pub struct InsidePlan {
 /// Addresses and brings up the container side and `lo`; adds the default route when asked
 /// and when the namespace has none yet (a second network does not steal the first's route).
 pub async fn configure_inside(handle: &Handle, p: &InsidePlan) -> Result<()> {
-    let link = link_by_name(handle, &p.ifname).await?.ok_or_else(|| NetError::NotFound(format!("{} in container", p.ifname)))?;
+    let link = link_by_name(handle, &p.ifname)
+        .await?
+        .ok_or_else(|| NetError::NotFound(format!("{} in container", p.ifname)))?;
     if let Some(lo) = link_by_name(handle, "lo").await? {
-        handle.link().set(LinkUnspec::new_with_index(lo.index).up().build()).execute().await.map_err(|e| nl_err("set lo up", e))?;
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(lo.index).up().build())
+            .execute()
+            .await
+            .map_err(|e| nl_err("set lo up", e))?;
     }
     handle
         .address()
         .add(link.index, p.ip.into(), p.subnet.prefix())
         .execute()
         .await
-        .map_err(|e| nl_err(format!("add address {}/{} to {}", p.ip, p.subnet.prefix(), p.ifname), e))?;
+        .map_err(|e| {
+            nl_err(
+                format!("add address {}/{} to {}", p.ip, p.subnet.prefix(), p.ifname),
+                e,
+            )
+        })?;
     handle
         .link()
         .set(LinkUnspec::new_with_index(link.index).up().build())
@@ -255,10 +355,21 @@ pub async fn configure_inside(handle: &Handle, p: &InsidePlan) -> Result<()> {
         .await
         .map_err(|e| nl_err(format!("set {} up", p.ifname), e))?;
     if let Some(gw) = p.gateway {
-        let has_default = routes_v4(handle).await?.iter().any(|r| r.dest.prefix() == 0);
+        let has_default = routes_v4(handle)
+            .await?
+            .iter()
+            .any(|r| r.dest.prefix() == 0);
         if !has_default {
-            let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).output_interface(link.index).build();
-            handle.route().add(route).execute().await.map_err(|e| nl_err(format!("add default route via {gw}"), e))?;
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gw)
+                .output_interface(link.index)
+                .build();
+            handle
+                .route()
+                .add(route)
+                .execute()
+                .await
+                .map_err(|e| nl_err(format!("add default route via {gw}"), e))?;
         }
     }
     Ok(())
@@ -276,8 +387,15 @@ pub struct Route4 {
 /// Lists the IPv4 routes of the namespace (all tables the kernel dumps).
 pub async fn routes_v4(handle: &Handle) -> Result<Vec<Route4>> {
     let mut out = Vec::new();
-    let mut stream = handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
-    while let Some(msg) = stream.try_next().await.map_err(|e| nl_err("list routes", e))? {
+    let mut stream = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    while let Some(msg) = stream
+        .try_next()
+        .await
+        .map_err(|e| nl_err("list routes", e))?
+    {
         let mut dest = Ipv4Addr::UNSPECIFIED;
         let mut oif = None;
         for a in &msg.attributes {

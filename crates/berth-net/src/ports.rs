@@ -80,7 +80,11 @@ impl fmt::Display for PortMapping {
     /// `berth port` form: `80/tcp -> 0.0.0.0:32768`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ip = self.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        write!(f, "{}/{} -> {}:{}", self.container_port, self.proto, ip, self.host_port)
+        write!(
+            f,
+            "{}/{} -> {}:{}",
+            self.container_port, self.proto, ip, self.host_port
+        )
     }
 }
 
@@ -112,13 +116,19 @@ pub fn parse_publish(spec: &str) -> Result<Vec<PortRequest>> {
         [c] => (None, None, *c),
         [h, c] => (None, Some(*h), *c),
         [ip, h, c] => (Some(*ip), Some(*h), *c),
-        _ => return Err(NetError::Invalid(format!("invalid port spec {spec:?} (IPv6 host addresses are not supported)"))),
+        _ => {
+            return Err(NetError::Invalid(format!(
+                "invalid port spec {spec:?} (IPv6 host addresses are not supported)"
+            )))
+        }
     };
     let host_ip = match ip {
         None | Some("") => None,
         Some(ip) => {
             let ip = ip.trim_start_matches('[').trim_end_matches(']');
-            Some(ip.parse::<Ipv4Addr>().map_err(|_| NetError::Invalid(format!("invalid host address {ip:?} in {spec:?}")))?)
+            Some(ip.parse::<Ipv4Addr>().map_err(|_| {
+                NetError::Invalid(format!("invalid host address {ip:?} in {spec:?}"))
+            })?)
         }
     };
     let host_ip = host_ip.filter(|ip| !ip.is_unspecified());
@@ -135,19 +145,28 @@ pub fn parse_publish(spec: &str) -> Result<Vec<PortRequest>> {
             None => HostPort::Ephemeral,
             Some((h0, h1)) if h0 == h1 => {
                 if count > 1 {
-                    return Err(NetError::Invalid(format!("invalid port spec {spec:?}: one host port for a container range")));
+                    return Err(NetError::Invalid(format!(
+                        "invalid port spec {spec:?}: one host port for a container range"
+                    )));
                 }
                 HostPort::Fixed(h0)
             }
             Some((h0, h1)) if count == 1 => HostPort::Range(h0, h1),
             Some((h0, h1)) => {
                 if u32::from(h1 - h0) + 1 != count {
-                    return Err(NetError::Invalid(format!("invalid port spec {spec:?}: host and container ranges differ in size")));
+                    return Err(NetError::Invalid(format!(
+                        "invalid port spec {spec:?}: host and container ranges differ in size"
+                    )));
                 }
                 HostPort::Fixed(h0 + i as u16)
             }
         };
-        out.push(PortRequest { host_ip, host_port, container_port, proto });
+        out.push(PortRequest {
+            host_ip,
+            host_port,
+            container_port,
+            proto,
+        });
     }
     Ok(out)
 }
@@ -160,7 +179,12 @@ pub fn parse_expose(spec: &str) -> Result<Vec<PortRequest>> {
     };
     let (c0, c1) = parse_range(body, "exposed")?;
     Ok((c0..=c1)
-        .map(|p| PortRequest { host_ip: None, host_port: HostPort::Ephemeral, container_port: p, proto })
+        .map(|p| PortRequest {
+            host_ip: None,
+            host_port: HostPort::Ephemeral,
+            container_port: p,
+            proto,
+        })
         .collect())
 }
 
@@ -171,24 +195,57 @@ mod tests {
     #[test]
     fn publish_forms() {
         let r = parse_publish("127.0.0.1:8080:80").unwrap();
-        assert_eq!(r, vec![PortRequest { host_ip: Some(Ipv4Addr::LOCALHOST), host_port: HostPort::Fixed(8080), container_port: 80, proto: Proto::Tcp }]);
+        assert_eq!(
+            r,
+            vec![PortRequest {
+                host_ip: Some(Ipv4Addr::LOCALHOST),
+                host_port: HostPort::Fixed(8080),
+                container_port: 80,
+                proto: Proto::Tcp
+            }]
+        );
         let r = parse_publish("53/udp").unwrap();
         assert_eq!(r[0].host_port, HostPort::Ephemeral);
         assert_eq!(r[0].proto, Proto::Udp);
         let r = parse_publish("127.0.0.1::80").unwrap();
-        assert_eq!((r[0].host_ip, r[0].host_port), (Some(Ipv4Addr::LOCALHOST), HostPort::Ephemeral));
+        assert_eq!(
+            (r[0].host_ip, r[0].host_port),
+            (Some(Ipv4Addr::LOCALHOST), HostPort::Ephemeral)
+        );
         let r = parse_publish("0.0.0.0:9000:90/UDP").unwrap();
         assert_eq!((r[0].host_ip, r[0].proto), (None, Proto::Udp));
         let r = parse_publish("8000-8002:80-82").unwrap();
         let pairs: Vec<_> = r.iter().map(|p| (p.host_port, p.container_port)).collect();
-        assert_eq!(pairs, vec![(HostPort::Fixed(8000), 80), (HostPort::Fixed(8001), 81), (HostPort::Fixed(8002), 82)]);
-        assert_eq!(parse_publish("8000-8010:80").unwrap()[0].host_port, HostPort::Range(8000, 8010));
+        assert_eq!(
+            pairs,
+            vec![
+                (HostPort::Fixed(8000), 80),
+                (HostPort::Fixed(8001), 81),
+                (HostPort::Fixed(8002), 82)
+            ]
+        );
+        assert_eq!(
+            parse_publish("8000-8010:80").unwrap()[0].host_port,
+            HostPort::Range(8000, 8010)
+        );
         assert_eq!(parse_publish("80-81").unwrap().len(), 2);
     }
 
     #[test]
     fn publish_rejects() {
-        for bad in ["", "0", "70000", "a:80", "1.2.3:80:80", "8000-8001:80-82", "8000:80-81", "80/icmp", "90-80", "1:2:3:4", "x/tcp"] {
+        for bad in [
+            "",
+            "0",
+            "70000",
+            "a:80",
+            "1.2.3:80:80",
+            "8000-8001:80-82",
+            "8000:80-81",
+            "80/icmp",
+            "90-80",
+            "1:2:3:4",
+            "x/tcp",
+        ] {
             assert!(parse_publish(bad).is_err(), "{bad}");
         }
     }
@@ -198,7 +255,12 @@ mod tests {
         assert_eq!(parse_expose("80").unwrap().len(), 1);
         assert_eq!(parse_expose("7000-7002/udp").unwrap().len(), 3);
         assert!(parse_expose("x").is_err());
-        let m = PortMapping { host_ip: None, host_port: 32768, container_port: 80, proto: Proto::Tcp };
+        let m = PortMapping {
+            host_ip: None,
+            host_port: 32768,
+            container_port: 80,
+            proto: Proto::Tcp,
+        };
         assert_eq!(m.to_string(), "80/tcp -> 0.0.0.0:32768");
     }
 }

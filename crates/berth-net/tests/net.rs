@@ -12,21 +12,32 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_net::ipam::Subnet;
-use berth_net::{netlink, Config, EndpointSpec, HostPort, IpamRequest, Manager, NetworkSpec, PortRequest, Proto};
+use berth_net::{
+    netlink, Config, EndpointSpec, HostPort, IpamRequest, Manager, NetworkSpec, PortRequest, Proto,
+};
 
 fn rand_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).expect("urandom");
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .expect("urandom");
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("run {args:?}: {e}"))
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("run {args:?}: {e}"))
 }
 
 fn ok(args: &[&str]) -> String {
     let o = sh(args);
-    assert!(o.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -43,12 +54,28 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         for tool in ["ip", "nft", "busybox"] {
-            assert!(Command::new(tool).arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok(), "{tool} is required");
+            assert!(
+                Command::new(tool)
+                    .arg("--help")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok(),
+                "{tool} is required"
+            );
         }
         let sfx = rand_hex(3);
         let table = format!("berthtest{sfx}");
         let dir = tempfile::tempdir().unwrap();
-        let mut f = Fixture { sfx, table, dir, mgr: None, netns: vec![], claims: vec![], children: vec![] };
+        let mut f = Fixture {
+            sfx,
+            table,
+            dir,
+            mgr: None,
+            netns: vec![],
+            claims: vec![],
+            children: vec![],
+        };
         let mgr = Manager::open(f.config()).expect("open manager");
         f.mgr = Some(mgr);
         f
@@ -84,7 +111,12 @@ impl Fixture {
             if routes.contains(&format!("10.213.{x}.")) {
                 continue;
             }
-            if std::fs::OpenOptions::new().write(true).create_new(true).open(&claim).is_ok() {
+            if std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&claim)
+                .is_ok()
+            {
                 self.claims.push(claim);
                 return format!("10.213.{x}.0/24").parse().unwrap();
             }
@@ -98,7 +130,10 @@ impl Fixture {
         options.insert("com.docker.network.bridge.name".to_string(), self.bridge(n));
         let spec = NetworkSpec {
             name: format!("net{}{n}", self.sfx),
-            ipam: IpamRequest { subnet: Some(subnet), ..Default::default() },
+            ipam: IpamRequest {
+                subnet: Some(subnet),
+                ..Default::default()
+            },
             internal,
             options,
             dns,
@@ -114,20 +149,36 @@ impl Fixture {
         (name.clone(), PathBuf::from(format!("/run/netns/{name}")))
     }
 
-    fn spec(&self, id: &str, name: &str, ns: &PathBuf) -> EndpointSpec {
-        EndpointSpec { container_id: format!("{id}{}", self.sfx), name: name.into(), netns: ns.clone(), ..Default::default() }
+    fn spec(&self, id: &str, name: &str, ns: &std::path::Path) -> EndpointSpec {
+        EndpointSpec {
+            container_id: format!("{id}{}", self.sfx),
+            name: name.into(),
+            netns: ns.to_path_buf(),
+            ..Default::default()
+        }
     }
 
     /// Devices carrying this instance's ownership mark.
     fn owned_links(&self) -> Vec<String> {
         let prefix = format!("berth:{}:", self.table);
         let links = netlink::run_in(None, |h| async move { netlink::links(&h).await }).unwrap();
-        links.into_iter().filter(|l| l.alias.as_deref().is_some_and(|a| a.starts_with(&prefix)) || l.name.starts_with(&format!("bt{}", self.sfx)) || l.name.starts_with(&format!("berthtest{}", self.sfx))).map(|l| l.name).collect()
+        links
+            .into_iter()
+            .filter(|l| {
+                l.alias.as_deref().is_some_and(|a| a.starts_with(&prefix))
+                    || l.name.starts_with(&format!("bt{}", self.sfx))
+                    || l.name.starts_with(&format!("berthtest{}", self.sfx))
+            })
+            .map(|l| l.name)
+            .collect()
     }
 
     fn spawn_in(&mut self, ns: &str, args: &[&str]) {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns]).args(args).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.args(["netns", "exec", ns])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         self.children.push(cmd.spawn().expect("spawn in netns"));
     }
 
@@ -140,12 +191,23 @@ impl Fixture {
         }
         self.leak_check();
         let left = ok(&["ip", "netns", "list"]);
-        assert!(!left.contains(&format!("berthtest{}", self.sfx)), "leaked netns: {left}");
+        assert!(
+            !left.contains(&format!("berthtest{}", self.sfx)),
+            "leaked netns: {left}"
+        );
     }
 
     fn leak_check(&self) {
-        assert!(self.owned_links().is_empty(), "leaked links: {:?}", self.owned_links());
-        assert!(!berth_net::firewall::table_exists(&self.table), "leaked nft table {}", self.table);
+        assert!(
+            self.owned_links().is_empty(),
+            "leaked links: {:?}",
+            self.owned_links()
+        );
+        assert!(
+            !berth_net::firewall::table_exists(&self.table),
+            "leaked nft table {}",
+            self.table
+        );
     }
 }
 
@@ -172,21 +234,46 @@ impl Drop for Fixture {
 }
 
 fn ping(ns: &str, ip: Ipv4Addr) -> bool {
-    sh(&["ip", "netns", "exec", ns, "busybox", "ping", "-c", "1", "-W", "1", &ip.to_string()]).status.success()
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "busybox",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        &ip.to_string(),
+    ])
+    .status
+    .success()
 }
 
 fn dns_query(server: SocketAddr, name: &str) -> Vec<Ipv4Addr> {
     use hickory_proto::op::{Message, Query};
     use hickory_proto::rr::{Name, RData, RecordType};
     let mut m = Message::new();
-    m.set_id(7).set_recursion_desired(true).add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    m.set_id(7)
+        .set_recursion_desired(true)
+        .add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
     let c = UdpSocket::bind("0.0.0.0:0").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     c.send_to(&m.to_vec().unwrap(), server).unwrap();
     let mut buf = [0u8; 1500];
     let n = c.recv(&mut buf).expect("dns reply");
     let r = Message::from_vec(&buf[..n]).unwrap();
-    r.answers().iter().filter_map(|a| if let RData::A(ip) = a.data() { Some(ip.0) } else { None }).collect()
+    r.answers()
+        .iter()
+        .filter_map(|a| {
+            if let RData::A(ip) = a.data() {
+                Some(ip.0)
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -199,7 +286,10 @@ fn bridge_endpoints_ping_dns_disconnect() {
     s1.aliases = vec!["frontend".into()];
     s1.mac = Some("02:42:0a:d5:00:99".parse().unwrap());
     let e1 = f.mgr().connect(&net.name, &s1).expect("connect 1");
-    let e2 = f.mgr().connect(&net.id[..12], &f.spec("c2", "db", &p2)).expect("connect 2");
+    let e2 = f
+        .mgr()
+        .connect(&net.id[..12], &f.spec("c2", "db", &p2))
+        .expect("connect 2");
     assert_ne!(e1.ip, e2.ip);
     assert!(net.ipam.subnet.contains(e1.ip));
 
@@ -209,7 +299,10 @@ fn bridge_endpoints_ping_dns_disconnect() {
     let link = ok(&["ip", "-n", &ns1, "link", "show", "eth0"]);
     assert!(link.contains("02:42:0a:d5:00:99"), "{link}");
     let route = ok(&["ip", "-n", &ns1, "route"]);
-    assert!(route.contains(&format!("default via {}", net.ipam.gateway)), "{route}");
+    assert!(
+        route.contains(&format!("default via {}", net.ipam.gateway)),
+        "{route}"
+    );
 
     assert!(ping(&ns1, e2.ip), "container to container");
     assert!(ping(&ns2, net.ipam.gateway), "container to gateway");
@@ -219,25 +312,53 @@ fn bridge_endpoints_ping_dns_disconnect() {
     assert_eq!(dns_query(dns, "web"), vec![e1.ip]);
     assert_eq!(dns_query(dns, "FRONTEND."), vec![e1.ip]);
     assert_eq!(dns_query(dns, "db"), vec![e2.ip]);
-    let out = ok(&["ip", "netns", "exec", &ns2, "busybox", "nslookup", "frontend", &net.ipam.gateway.to_string()]);
+    let out = ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns2,
+        "busybox",
+        "nslookup",
+        "frontend",
+        &net.ipam.gateway.to_string(),
+    ]);
     assert!(out.contains(&e1.ip.to_string()), "{out}");
     assert_eq!(f.mgr().dns_entries(&net.name).unwrap(), 2);
 
     // a second network on the same container: eth1, default route unchanged
     let net2 = f.network(2, false, true);
-    let e3 = f.mgr().connect(&net2.name, &f.spec("c1", "web", &p1)).expect("connect second network");
+    let e3 = f
+        .mgr()
+        .connect(&net2.name, &f.spec("c1", "web", &p1))
+        .expect("connect second network");
     assert_eq!(e3.ifname, "eth1");
     let route = ok(&["ip", "-n", &ns1, "route"]);
-    assert!(route.contains(&format!("default via {}", net.ipam.gateway)), "{route}");
-    assert!(f.mgr().connect(&net2.name, &f.spec("c1", "web", &p1)).is_err(), "twice on one network");
+    assert!(
+        route.contains(&format!("default via {}", net.ipam.gateway)),
+        "{route}"
+    );
+    assert!(
+        f.mgr()
+            .connect(&net2.name, &f.spec("c1", "web", &p1))
+            .is_err(),
+        "twice on one network"
+    );
 
     // disconnect removes reachability, the veth, the name and the address
-    f.mgr().disconnect(&net.name, &e2.container_id).expect("disconnect");
+    f.mgr()
+        .disconnect(&net.name, &e2.container_id)
+        .expect("disconnect");
     assert!(!ping(&ns1, e2.ip));
     assert!(!ok(&["ip", "link"]).contains(&e2.host_veth));
     assert!(!ok(&["ip", "-n", &ns2, "link"]).contains("eth0"));
     assert!(dns_query(dns, "db").is_empty());
-    assert!(!f.mgr().network(&net.name).unwrap().ipam.allocated.contains(&e2.ip));
+    assert!(!f
+        .mgr()
+        .network(&net.name)
+        .unwrap()
+        .ipam
+        .allocated
+        .contains(&e2.ip));
     assert!(f.mgr().remove_network(&net.name).is_err(), "network in use");
     f.mgr().disconnect_all(&e1.container_id).unwrap();
     f.mgr().remove_network(&net.name).unwrap();
@@ -250,9 +371,13 @@ fn wget(ns: Option<&str>, url: &str) -> Option<String> {
     if let Some(ns) = ns {
         args.extend(["ip", "netns", "exec", ns]);
     }
-    args.extend(["busybox", "timeout", "5", "busybox", "wget", "-q", "-O", "-", url]);
+    args.extend([
+        "busybox", "timeout", "5", "busybox", "wget", "-q", "-O", "-", url,
+    ]);
     let o = sh(&args);
-    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 fn wait_for(mut f: impl FnMut() -> bool) -> bool {
@@ -277,30 +402,67 @@ fn published_ports_loopback_host_address_hairpin() {
     std::fs::write(www.join("index.html"), format!("hello {}\n", f.sfx)).unwrap();
     let mut s1 = f.spec("c1", "web", &p1);
     s1.ports = vec![
-        PortRequest { host_ip: None, host_port: HostPort::Ephemeral, container_port: 80, proto: Proto::Tcp },
-        PortRequest { host_ip: Some(Ipv4Addr::LOCALHOST), host_port: HostPort::Ephemeral, container_port: 80, proto: Proto::Tcp },
+        PortRequest {
+            host_ip: None,
+            host_port: HostPort::Ephemeral,
+            container_port: 80,
+            proto: Proto::Tcp,
+        },
+        PortRequest {
+            host_ip: Some(Ipv4Addr::LOCALHOST),
+            host_port: HostPort::Ephemeral,
+            container_port: 80,
+            proto: Proto::Tcp,
+        },
     ];
     let e1 = f.mgr().connect(&net.name, &s1).expect("connect");
-    f.mgr().connect(&net.name, &f.spec("c2", "client", &p2)).expect("connect 2");
+    f.mgr()
+        .connect(&net.name, &f.spec("c2", "client", &p2))
+        .expect("connect 2");
     let www_s = www.to_str().unwrap().to_string();
     f.spawn_in(&ns1, &["busybox", "httpd", "-f", "-p", "80", "-h", &www_s]);
     let want = format!("hello {}\n", f.sfx);
-    assert!(wait_for(|| wget(Some(&ns2), &format!("http://{}/", e1.ip)).as_deref() == Some(want.as_str())), "httpd up");
+    assert!(
+        wait_for(
+            || wget(Some(&ns2), &format!("http://{}/", e1.ip)).as_deref() == Some(want.as_str())
+        ),
+        "httpd up"
+    );
 
     let (all, lo) = (e1.ports[0].host_port, e1.ports[1].host_port);
     // from the host's loopback (route_localnet + masquerade)
-    assert_eq!(wget(None, &format!("http://127.0.0.1:{all}/")).as_deref(), Some(want.as_str()));
-    assert_eq!(wget(None, &format!("http://127.0.0.1:{lo}/")).as_deref(), Some(want.as_str()));
+    assert_eq!(
+        wget(None, &format!("http://127.0.0.1:{all}/")).as_deref(),
+        Some(want.as_str())
+    );
+    assert_eq!(
+        wget(None, &format!("http://127.0.0.1:{lo}/")).as_deref(),
+        Some(want.as_str())
+    );
     // from the host's bridge-facing address; the 127.0.0.1-only mapping is not published there
     let gw = net.ipam.gateway;
-    assert_eq!(wget(None, &format!("http://{gw}:{all}/")).as_deref(), Some(want.as_str()));
+    assert_eq!(
+        wget(None, &format!("http://{gw}:{all}/")).as_deref(),
+        Some(want.as_str())
+    );
     assert_eq!(wget(None, &format!("http://{gw}:{lo}/")), None);
     // hairpin: the container reaches its own published port, and a neighbour does too
-    assert_eq!(wget(Some(&ns1), &format!("http://{gw}:{all}/")).as_deref(), Some(want.as_str()));
-    assert_eq!(wget(Some(&ns2), &format!("http://{gw}:{all}/")).as_deref(), Some(want.as_str()));
+    assert_eq!(
+        wget(Some(&ns1), &format!("http://{gw}:{all}/")).as_deref(),
+        Some(want.as_str())
+    );
+    assert_eq!(
+        wget(Some(&ns2), &format!("http://{gw}:{all}/")).as_deref(),
+        Some(want.as_str())
+    );
     // the port is held: a fixed request for it conflicts
     let mut s3 = f.spec("c3", "other", &p2);
-    s3.ports = vec![PortRequest { host_ip: None, host_port: HostPort::Fixed(all), container_port: 80, proto: Proto::Tcp }];
+    s3.ports = vec![PortRequest {
+        host_ip: None,
+        host_port: HostPort::Fixed(all),
+        container_port: 80,
+        proto: Proto::Tcp,
+    }];
     let err = f.mgr().connect(&net.name, &s3).unwrap_err();
     assert_eq!(err.kind(), berth_core::ErrorKind::Conflict, "{err}");
     // after disconnect the rule is gone
@@ -332,13 +494,28 @@ fn isolation_between_networks_and_internal() {
     assert_eq!(eb.gateway, None);
     assert!(!ok(&["ip", "-n", &nsb, "route"]).contains("default"));
     assert!(!ping(&nsb, ea.ip), "internal -> other bridge");
-    ok(&["ip", "-n", &nsb, "route", "add", "default", "via", &b.ipam.gateway.to_string()]);
+    ok(&[
+        "ip",
+        "-n",
+        &nsb,
+        "route",
+        "add",
+        "default",
+        "via",
+        &b.ipam.gateway.to_string(),
+    ]);
     assert!(!ping(&nsb, ea.ip), "internal -> other bridge with a route");
     // internal networks still resolve names through the gateway resolver
-    assert_eq!(dns_query(SocketAddr::from((b.ipam.gateway, 53)), "b"), vec![eb.ip]);
+    assert_eq!(
+        dns_query(SocketAddr::from((b.ipam.gateway, 53)), "b"),
+        vec![eb.ip]
+    );
     // control: without berth's forward rules, a reaches c, so the drop was ours
     ok(&["nft", "flush", "chain", "inet", &f.table, "forward"]);
-    assert!(ping(&nsa, ec.ip), "control: forwarding works without isolation rules");
+    assert!(
+        ping(&nsa, ec.ip),
+        "control: forwarding works without isolation rules"
+    );
     f.finish();
 }
 
@@ -348,8 +525,15 @@ fn rollback_on_failure_leaves_nothing() {
     let net = f.network(1, false, true);
     let (_ns, p) = f.netns();
     // the namespace is missing
-    let mut bad = f.spec("c1", "x", &PathBuf::from(format!("/run/netns/berthtest{}-missing", f.sfx)));
-    assert_eq!(f.mgr().connect(&net.name, &bad).unwrap_err().kind(), berth_core::ErrorKind::NotFound);
+    let mut bad = f.spec(
+        "c1",
+        "x",
+        &PathBuf::from(format!("/run/netns/berthtest{}-missing", f.sfx)),
+    );
+    assert_eq!(
+        f.mgr().connect(&net.name, &bad).unwrap_err().kind(),
+        berth_core::ErrorKind::NotFound
+    );
     // failure inside the namespace (rename onto an existing "lo") after the veth exists
     bad = f.spec("c1", "x", &p);
     bad.ifname = Some("lo".into());
@@ -357,21 +541,47 @@ fn rollback_on_failure_leaves_nothing() {
     // a static address outside the subnet
     bad = f.spec("c1", "x", &p);
     bad.ip = Some(Ipv4Addr::new(10, 212, 0, 5));
-    assert_eq!(f.mgr().connect(&net.name, &bad).unwrap_err().kind(), berth_core::ErrorKind::InvalidInput);
+    assert_eq!(
+        f.mgr().connect(&net.name, &bad).unwrap_err().kind(),
+        berth_core::ErrorKind::InvalidInput
+    );
     let n = f.mgr().network(&net.name).unwrap();
-    assert!(n.ipam.allocated.is_empty(), "addresses released: {:?}", n.ipam.allocated);
+    assert!(
+        n.ipam.allocated.is_empty(),
+        "addresses released: {:?}",
+        n.ipam.allocated
+    );
     let links = f.owned_links();
     assert_eq!(links, vec![net.bridge.clone()], "only the bridge remains");
     assert_eq!(f.mgr().dns_entries(&net.name).unwrap(), 0);
     // the good path still works afterwards with the static address
     let mut good = f.spec("c1", "x", &p);
     good.ip = Some(n.ipam.subnet.nth(10).unwrap());
-    assert_eq!(f.mgr().connect(&net.name, &good).unwrap().ip, n.ipam.subnet.nth(10).unwrap());
+    assert_eq!(
+        f.mgr().connect(&net.name, &good).unwrap().ip,
+        n.ipam.subnet.nth(10).unwrap()
+    );
     // duplicate network name, overlapping subnet
-    let dup = NetworkSpec { name: net.name.clone(), ..Default::default() };
-    assert_eq!(f.mgr().create_network(&dup).unwrap_err().kind(), berth_core::ErrorKind::Conflict);
-    let overlap = NetworkSpec { name: format!("ov{}", f.sfx), ipam: IpamRequest { subnet: Some(net.ipam.subnet), ..Default::default() }, ..Default::default() };
-    assert_eq!(f.mgr().create_network(&overlap).unwrap_err().kind(), berth_core::ErrorKind::Conflict);
+    let dup = NetworkSpec {
+        name: net.name.clone(),
+        ..Default::default()
+    };
+    assert_eq!(
+        f.mgr().create_network(&dup).unwrap_err().kind(),
+        berth_core::ErrorKind::Conflict
+    );
+    let overlap = NetworkSpec {
+        name: format!("ov{}", f.sfx),
+        ipam: IpamRequest {
+            subnet: Some(net.ipam.subnet),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert_eq!(
+        f.mgr().create_network(&overlap).unwrap_err().kind(),
+        berth_core::ErrorKind::Conflict
+    );
     f.finish();
 }
 
@@ -382,7 +592,12 @@ fn reconcile_after_crash() {
     let (ns1, p1) = f.netns();
     let (_ns2, p2) = f.netns();
     let mut s1 = f.spec("c1", "a", &p1);
-    s1.ports = vec![PortRequest { host_ip: Some(Ipv4Addr::LOCALHOST), host_port: HostPort::Ephemeral, container_port: 80, proto: Proto::Tcp }];
+    s1.ports = vec![PortRequest {
+        host_ip: Some(Ipv4Addr::LOCALHOST),
+        host_port: HostPort::Ephemeral,
+        container_port: 80,
+        proto: Proto::Tcp,
+    }];
     let e1 = f.mgr().connect(&net.name, &s1).unwrap();
     let e2 = f.mgr().connect(&net.name, &f.spec("c2", "b", &p2)).unwrap();
     // "crash": the manager goes away without teardown; container 1 dies meanwhile
@@ -392,26 +607,58 @@ fn reconcile_after_crash() {
     // a stray device carrying our mark for an endpoint the store never knew
     let stray = format!("bt{}s", f.sfx);
     ok(&["ip", "link", "add", &stray, "type", "bridge"]);
-    ok(&["ip", "link", "set", &stray, "alias", &format!("berth:{}:ep:{}", f.table, "0".repeat(64))]);
+    ok(&[
+        "ip",
+        "link",
+        "set",
+        &stray,
+        "alias",
+        &format!("berth:{}:ep:{}", f.table, "0".repeat(64)),
+    ]);
     f.mgr = Some(Manager::open(f.config()).expect("reopen"));
     let eps = f.mgr().endpoints(&net.name).unwrap();
-    assert_eq!(eps.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![e2.id.clone()], "dead endpoint released");
-    assert!(!f.mgr().network(&net.name).unwrap().ipam.allocated.contains(&e1.ip));
-    assert!(!ok(&["ip", "link"]).contains(&stray), "stray device removed");
+    assert_eq!(
+        eps.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        vec![e2.id.clone()],
+        "dead endpoint released"
+    );
+    assert!(!f
+        .mgr()
+        .network(&net.name)
+        .unwrap()
+        .ipam
+        .allocated
+        .contains(&e1.ip));
+    assert!(
+        !ok(&["ip", "link"]).contains(&stray),
+        "stray device removed"
+    );
     let rules = ok(&["nft", "list", "chain", "inet", &f.table, "ports"]);
-    assert!(!rules.contains(&e1.ip.to_string()), "dead endpoint's rule removed: {rules}");
-    assert_eq!(dns_query(SocketAddr::from((net.ipam.gateway, 53)), "b"), vec![e2.ip], "resolver restarted with survivors");
+    assert!(
+        !rules.contains(&e1.ip.to_string()),
+        "dead endpoint's rule removed: {rules}"
+    );
+    assert_eq!(
+        dns_query(SocketAddr::from((net.ipam.gateway, 53)), "b"),
+        vec![e2.ip],
+        "resolver restarted with survivors"
+    );
     assert!(dns_query(SocketAddr::from((net.ipam.gateway, 53)), "a").is_empty());
     // the store lost (e.g. a new data root): the network's bridge is an orphan and goes
     drop(f.mgr.take());
     std::fs::remove_file(f.dir.path().join("networks.json")).unwrap();
     f.mgr = Some(Manager::open(f.config()).expect("reopen empty"));
-    assert!(f.owned_links().is_empty(), "orphans removed: {:?}", f.owned_links());
+    assert!(
+        f.owned_links().is_empty(),
+        "orphans removed: {:?}",
+        f.owned_links()
+    );
     f.finish();
 }
 
-/// Create/remove cycles for the leak test (the issue asks 1000; each cycle publishes a port,
-/// so it applies the nft table twice).
+/// Create/remove cycles for the leak test; every other cycle publishes a port. The issue asks
+/// 1000: a cycle costs 35-80 ms on a loaded 2-core machine (veth deletion waits for an RCU grace
+/// period), so the default stays under a minute; `BERTH_NET_STRESS_CYCLES=1000` runs the full count.
 const CYCLES: usize = 200;
 
 #[test]
@@ -419,28 +666,58 @@ fn stress_endpoint_cycles_leak_nothing() {
     let mut f = Fixture::new();
     let net = f.network(1, false, true);
     let (_ns, p) = f.netns();
+    let cycles: usize = std::env::var("BERTH_NET_STRESS_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CYCLES);
     let t = Instant::now();
-    for i in 0..CYCLES {
+    for i in 0..cycles {
         let mut s = f.spec("c", "svc", &p);
         s.aliases = vec!["alias".into()];
         if i % 2 == 0 {
-            s.ports = vec![PortRequest { host_ip: Some(Ipv4Addr::LOCALHOST), host_port: HostPort::Ephemeral, container_port: 80, proto: Proto::Tcp }];
+            s.ports = vec![PortRequest {
+                host_ip: Some(Ipv4Addr::LOCALHOST),
+                host_port: HostPort::Ephemeral,
+                container_port: 80,
+                proto: Proto::Tcp,
+            }];
         }
         let t0 = Instant::now();
-        let e = f.mgr().connect(&net.name, &s).unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+        let e = f
+            .mgr()
+            .connect(&net.name, &s)
+            .unwrap_or_else(|e| panic!("cycle {i}: {e}"));
         if i < 4 {
-            eprintln!("connect (ports: {}) took {:?}", !s.ports.is_empty(), t0.elapsed());
+            eprintln!(
+                "connect (ports: {}) took {:?}",
+                !s.ports.is_empty(),
+                t0.elapsed()
+            );
         }
         assert_eq!(f.mgr().dns_entries(&net.name).unwrap(), 1);
-        f.mgr().disconnect(&net.name, &e.container_id).unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+        f.mgr()
+            .disconnect(&net.name, &e.container_id)
+            .unwrap_or_else(|e| panic!("cycle {i}: {e}"));
     }
-    let per = t.elapsed() / CYCLES as u32;
-    eprintln!("{CYCLES} connect/disconnect cycles in {:?} ({per:?} per cycle)", t.elapsed());
+    let per = t.elapsed() / cycles as u32;
+    eprintln!(
+        "{cycles} connect/disconnect cycles in {:?} ({per:?} per cycle)",
+        t.elapsed()
+    );
     assert_eq!(f.owned_links(), vec![net.bridge.clone()]);
     assert_eq!(f.mgr().dns_entries(&net.name).unwrap(), 0);
-    assert!(f.mgr().network(&net.name).unwrap().ipam.allocated.is_empty());
+    assert!(f
+        .mgr()
+        .network(&net.name)
+        .unwrap()
+        .ipam
+        .allocated
+        .is_empty());
     assert!(!ok(&["nft", "list", "chain", "inet", &f.table, "ports"]).contains("dnat"));
     let addrs = ok(&["ip", "-n", &f.netns[0], "-o", "addr"]);
-    assert!(!addrs.contains("10.213."), "no address left in the namespace: {addrs}");
+    assert!(
+        !addrs.contains("10.213."),
+        "no address left in the namespace: {addrs}"
+    );
     f.finish();
 }
