@@ -65,6 +65,27 @@ pub(crate) fn collect(inner: &Inner, grace: Duration, upload_idle: Duration) -> 
         }
     }
 
+    // Ingests of uploads that never got a session row (a monolithic POST cut off by a crash).
+    let sessions: std::collections::HashSet<String> = inner
+        .meta
+        .uploads()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    for ing in inner.store.ingests()? {
+        let Some(id) = ing.reference.strip_prefix("upload-") else {
+            continue;
+        };
+        if sessions.contains(id) || ing.updated_at >= idle_since {
+            continue;
+        }
+        match inner.store.abort(&ing.reference) {
+            Ok(()) => report.uploads_expired += 1,
+            Err(StoreError::IngestNotFound(_)) | Err(StoreError::Locked(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
     report.referrers_dropped = inner.meta.drop_orphan_referrers(cutoff)?;
     let marked = inner.meta.marked()?;
     report.marked = marked.len();

@@ -173,10 +173,32 @@ async fn gc_drops_referrers_of_deleted_subjects_and_idle_uploads() {
     let loc = r.header("location").expect("location");
     send(a, "PATCH", &loc, &[], b"abandoned".to_vec()).await;
 
+    // An ingest without a session (as a crash mid monolithic POST leaves one).
+    {
+        use berth_content::Store as _;
+        let mut w = reg
+            .server
+            .registry()
+            .store()
+            .writer("upload-orphaned", None)
+            .expect("ingest");
+        std::io::Write::write_all(&mut w, b"cut off").expect("write");
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
     // While the subject exists the referrer is kept.
     let rep = gc(&reg, Duration::ZERO).await;
     assert_eq!(rep.referrers_dropped, 0);
-    assert_eq!(rep.uploads_expired, 1);
+    assert_eq!(rep.uploads_expired, 2);
+    {
+        use berth_content::Store as _;
+        assert!(reg
+            .server
+            .registry()
+            .store()
+            .ingests()
+            .expect("ingests")
+            .is_empty());
+    }
     assert_eq!(get(a, &loc).await.status, 404);
     assert_eq!(
         get(a, &format!("/v2/s/manifests/{sig_d}")).await.status,
