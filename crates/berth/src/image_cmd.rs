@@ -125,6 +125,48 @@ enum Cmd {
     },
     /// Remove content and snapshots no image, lease or container holds.
     Gc,
+    /// Pull an image from a registry.
+    Pull {
+        /// NAME[:TAG|@DIGEST].
+        name: String,
+        /// Platform to choose from an index (os/arch[/variant]).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Print only the image name.
+        #[arg(short, long)]
+        quiet: bool,
+        #[command(flatten)]
+        registry: crate::distribution_cmd::RegistryOpts,
+    },
+    /// Push an image to a registry.
+    Push {
+        /// NAME[:TAG|@DIGEST].
+        name: String,
+        /// Suppress progress output.
+        #[arg(short, long)]
+        quiet: bool,
+        #[command(flatten)]
+        registry: crate::distribution_cmd::RegistryOpts,
+    },
+    /// Log in to a registry (credentials go to ~/.docker/config.json).
+    Login {
+        /// Server (default docker.io).
+        server: Option<String>,
+        /// Username.
+        #[arg(short, long)]
+        username: Option<String>,
+        /// Password.
+        #[arg(short, long)]
+        password: Option<String>,
+        /// Read the password from STDIN.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Log out from a registry.
+    Logout {
+        /// Server (default docker.io).
+        server: Option<String>,
+    },
 }
 
 /// Docker's tabwriter settings: minwidth 10, padding 3, last column unpadded.
@@ -221,6 +263,41 @@ fn run_with(args: Vec<String>, out: &mut dyn Write, out_is_tty: bool) -> anyhow:
             .with_context(|| format!("open data root {}", cli.data_root.display()))
     };
     match cli.cmd {
+        Cmd::Pull {
+            name,
+            platform,
+            quiet,
+            registry,
+        } => {
+            return crate::distribution_cmd::pull(
+                &cli.data_root,
+                &name,
+                platform.as_deref(),
+                quiet,
+                &registry,
+                out,
+            )
+        }
+        Cmd::Push {
+            name,
+            quiet,
+            registry,
+        } => return crate::distribution_cmd::push(&cli.data_root, &name, quiet, &registry, out),
+        Cmd::Login {
+            server,
+            username,
+            password,
+            password_stdin,
+        } => {
+            return crate::distribution_cmd::login(
+                server.as_deref(),
+                username.as_deref(),
+                password.as_deref(),
+                password_stdin,
+                out,
+            )
+        }
+        Cmd::Logout { server } => return crate::distribution_cmd::logout(server.as_deref(), out),
         Cmd::Load { input, quiet } => {
             let s = svc()?;
             let res = match input.as_deref() {

@@ -3,6 +3,7 @@
 
 mod daemon_cmd;
 mod image_cmd;
+mod distribution_cmd;
 mod registry_cmd;
 mod runtime_cmd;
 mod shim_cmd;
