@@ -175,3 +175,55 @@ async fn terminate() {
         Err(_) => std::future::pending::<()>().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("1.5h").is_err());
+    }
+
+    #[test]
+    fn serve_arguments() {
+        let cli = Cli::try_parse_from([
+            "berth registry",
+            "serve",
+            "--root",
+            "/tmp/x",
+            "--addr",
+            "127.0.0.1:5001",
+            "--read-only",
+            "--gc-interval",
+            "0",
+            "--gc-grace",
+            "10m",
+        ])
+        .expect("parse");
+        let Cmd::Serve(a) = cli.cmd else {
+            panic!("not serve")
+        };
+        assert_eq!(a.addr.port(), 5001);
+        assert!(a.read_only);
+        assert!(a.gc_interval.is_zero());
+        assert_eq!(a.gc_grace, Duration::from_secs(600));
+        // A certificate needs its key.
+        assert!(Cli::try_parse_from([
+            "berth registry",
+            "serve",
+            "--root",
+            "/tmp/x",
+            "--tls-cert",
+            "c.pem"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from(["berth registry", "serve"]).is_err());
+    }
+}
