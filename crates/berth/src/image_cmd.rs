@@ -242,6 +242,14 @@ fn ago(secs: i64) -> String {
 
 /// Run `berth image ...`; returns the exit code.
 pub fn run(args: ImageArgs) -> anyhow::Result<i32> {
+    // without --data-root, `berth image …` is the Engine API client (image ls/pull/push/...)
+    let local = args
+        .args
+        .iter()
+        .any(|a| a == "--data-root" || a.starts_with("--data-root="));
+    if !local {
+        return Ok(crate::cli::image::image_client(args.args));
+    }
     let stdout = std::io::stdout();
     let tty = std::io::IsTerminal::is_terminal(&stdout);
     let mut out = stdout.lock();

@@ -1,6 +1,7 @@
 //! The `berth` binary: one executable for every role (see ARCHITECTURE.md).
 #![forbid(unsafe_code)]
 
+mod cli;
 mod daemon_cmd;
 mod image_cmd;
 mod distribution_cmd;
@@ -19,6 +20,8 @@ use clap::{Parser, Subcommand};
     propagate_version = true
 )]
 struct Cli {
+    #[command(flatten)]
+    global: cli::GlobalOpts,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,6 +39,9 @@ enum Command {
     /// Per-container monitor (internal; spawned by the daemon).
     #[command(hide = true)]
     Shim(shim_cmd::ShimArgs),
+    /// Client commands in Docker's syntax (run, ps, images, ...).
+    #[command(flatten)]
+    Client(cli::ClientCmd),
 }
 
 fn main() {
@@ -48,12 +54,14 @@ fn main() {
         runtime_cmd::main_as_runc()
     } else {
         let cli = Cli::parse();
+        cli::set_global(cli.global.clone());
         let res = match cli.command {
             Command::Runtime(a) => runtime_cmd::run(a),
             Command::Daemon(a) => daemon_cmd::run(a),
             Command::Image(a) => image_cmd::run(a),
             Command::Registry(a) => registry_cmd::run(a),
             Command::Shim(a) => shim_cmd::run(a),
+            Command::Client(c) => Ok(cli::run(c)),
         };
         match res {
             Ok(code) => code,

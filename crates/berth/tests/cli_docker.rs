@@ -1,0 +1,656 @@
+//! The `berth` client CLI against a private real dockerd, compared with the docker CLI on the
+//! same daemon. Each test starts its own dockerd (own data/exec roots and socket, vfs storage,
+//! no bridge/iptables) and tears it down on drop. Tests print a reason and return when dockerd
+//! or the docker CLI is not available.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+fn suffix() -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{:x}{:x}", std::process::id(), n)
+}
+
+struct Dockerd {
+    root: PathBuf,
+    sock: String,
+    child: Option<Child>,
+}
+
+impl Dockerd {
+    /// Start a private dockerd, or None (with the reason printed) when it cannot run here.
+    fn start() -> Option<Dockerd> {
+        if Command::new("dockerd").arg("--version").output().is_err()
+            || Command::new("docker").arg("--version").output().is_err()
+        {
+            eprintln!("SKIP: dockerd or docker CLI not installed");
+            return None;
+        }
+        let root = PathBuf::from(format!("/tmp/berthtest-{}", suffix()));
+        std::fs::create_dir_all(&root).unwrap();
+        let sock = format!("unix://{}/d.sock", root.display());
+        let log = std::fs::File::create(root.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .args(["--data-root", &format!("{}/data", root.display())])
+            .args(["--exec-root", &format!("{}/exec", root.display())])
+            .args(["-H", &sock])
+            .args(["--pidfile", &format!("{}/d.pid", root.display())])
+            .args([
+                "--bridge",
+                "none",
+                "--iptables=false",
+                "--ip-masq=false",
+                "--ip6tables=false",
+            ])
+            .args(["--storage-driver", "vfs"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut d = Dockerd {
+            root,
+            sock,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline {
+            let ok = Command::new("docker")
+                .args(["-H", &d.sock, "version"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                d.make_image();
+                return Some(d);
+            }
+            if let Some(Ok(Some(_))) = d.child.as_mut().map(|c| c.try_wait()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let log = std::fs::read_to_string(d.root.join("dockerd.log")).unwrap_or_default();
+        eprintln!(
+            "SKIP: dockerd did not start: {}",
+            log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+        );
+        None
+    }
+
+    /// `berthtest/busybox:latest` from a rootfs tar made here (no network).
+    fn make_image(&self) {
+        let rootfs = self.root.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("busybox-static at /bin/busybox");
+        for a in [
+            "sh", "echo", "cat", "sleep", "ls", "true", "false", "env", "id", "hostname", "ps",
+            "touch",
+        ] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
+        }
+        std::fs::write(rootfs.join("etc/notexec"), "plain file\n").unwrap();
+        let tar = self.root.join("rootfs.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = self.docker(&["import", tar.to_str().unwrap(), "berthtest/busybox:latest"]);
+        assert!(
+            out.status.success(),
+            "docker import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .args(["-H", &self.sock])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn berth(&self, args: &[&str]) -> Output {
+        Command::new(BERTH)
+            .env_remove("DOCKER_HOST")
+            .env_remove("BERTH_HOST")
+            .args(["-H", &self.sock])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // remove containers first so no runc process outlives the daemon
+        let ids = self.docker(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = self.docker(&["rm", "-f", id]);
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        // unmount anything dockerd left under our root, deepest first
+        if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let root = self.root.to_string_lossy().to_string();
+            let mut mps: Vec<&str> = mi
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|m| m.starts_with(&root))
+                .collect();
+            mps.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in mps {
+                let _ = Command::new("umount").arg("-l").arg(m).status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn s(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+fn first_line(b: &[u8]) -> String {
+    s(b).lines().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn daemon_not_running_message() {
+    let out = Command::new(BERTH)
+        .args(["-H", "unix:///tmp/berthtest-none/nothing.sock", "ps"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = s(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("unix:///tmp/berthtest-none/nothing.sock"),
+        "{err}"
+    );
+    assert!(err.contains("berth daemon"), "{err}");
+    // run: 125 as docker
+    let out = Command::new(BERTH)
+        .args([
+            "-H",
+            "unix:///tmp/berthtest-none/nothing.sock",
+            "run",
+            "busybox",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    // DOCKER_HOST is honoured, BERTH_HOST wins over it
+    let out = Command::new(BERTH)
+        .env("DOCKER_HOST", "unix:///tmp/berthtest-none/docker.sock")
+        .env("BERTH_HOST", "unix:///tmp/berthtest-none/berth.sock")
+        .args(["images"])
+        .output()
+        .unwrap();
+    assert!(s(&out.stderr).contains("berth.sock"), "{}", s(&out.stderr));
+}
+
+#[test]
+fn unknown_command_and_flag_suggest() {
+    let out = Command::new(BERTH).args(["pss"]).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = s(&out.stderr);
+    assert!(
+        err.contains("unrecognized subcommand 'pss'") && err.contains("'ps'"),
+        "{err}"
+    );
+    let out = Command::new(BERTH).args(["ps", "--al"]).output().unwrap();
+    let err = s(&out.stderr);
+    assert!(err.contains("--all"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // every command has --help with an example
+    for c in ["run", "ps", "images", "pull", "exec", "logs", "inspect"] {
+        let out = Command::new(BERTH).args([c, "--help"]).output().unwrap();
+        assert!(out.status.success());
+        assert!(
+            s(&out.stdout).contains("Example"),
+            "{c} --help has examples"
+        );
+    }
+    let out = Command::new(BERTH)
+        .args(["completion", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(s(&out.stdout).contains("_berth"), "bash completion script");
+}
+
+#[test]
+fn tables_inspect_and_errors_match_docker() {
+    let Some(d) = Dockerd::start() else { return };
+    // images: same header and same row for the imported image
+    let b = d.berth(&["images"]);
+    let k = d.docker(&["images"]);
+    assert!(b.status.success(), "{}", s(&b.stderr));
+    assert_eq!(first_line(&b.stdout), first_line(&k.stdout));
+    let bl: Vec<String> = s(&b.stdout).lines().map(String::from).collect();
+    let kl: Vec<String> = s(&k.stdout).lines().map(String::from).collect();
+    assert_eq!(bl, kl, "berth images == docker images");
+    assert_eq!(
+        s(&d.berth(&["images", "-q"]).stdout),
+        s(&d.docker(&["images", "-q"]).stdout)
+    );
+    assert_eq!(
+        s(
+            &d.berth(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.Size}}"])
+                .stdout
+        ),
+        s(
+            &d.docker(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.Size}}"])
+                .stdout
+        )
+    );
+    // a created container: ps tables equal (ages are computed identically)
+    let c = d.berth(&[
+        "create",
+        "--name",
+        "berthtest-c1",
+        "-l",
+        "a=b",
+        "berthtest/busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert!(c.status.success(), "{}", s(&c.stderr));
+    let id = s(&c.stdout).trim().to_string();
+    assert_eq!(id.len(), 64);
+    let b = d.berth(&["ps", "-a"]);
+    let k = d.docker(&["ps", "-a"]);
+    assert_eq!(first_line(&b.stdout), first_line(&k.stdout));
+    assert_eq!(s(&b.stdout), s(&k.stdout));
+    for f in [
+        "{{.ID}} {{.Names}} {{.Labels}}",
+        "{{json .Names}}",
+        "table {{.Names}}\t{{.Status}}",
+        "{{.Command}}|{{.State}}",
+    ] {
+        assert_eq!(
+            s(&d.berth(&["ps", "-a", "--format", f]).stdout),
+            s(&d.docker(&["ps", "-a", "--format", f]).stdout),
+            "format {f}"
+        );
+    }
+    assert_eq!(
+        s(&d.berth(&["ps", "-aq", "--no-trunc"]).stdout),
+        format!("{id}\n")
+    );
+    // inspect: byte-identical JSON
+    let b = d.berth(&["inspect", "berthtest-c1"]);
+    let k = d.docker(&["inspect", "berthtest-c1"]);
+    assert_eq!(s(&b.stdout), s(&k.stdout));
+    let b = d.berth(&["inspect", "berthtest/busybox"]);
+    let k = d.docker(&["inspect", "berthtest/busybox"]);
+    assert_eq!(s(&b.stdout), s(&k.stdout));
+    assert_eq!(
+        s(&d.berth(&[
+            "inspect",
+            "-f",
+            "{{.Config.Cmd}} {{index .Config.Labels \"a\"}} {{json .State.Running}}",
+            "berthtest-c1"
+        ])
+        .stdout),
+        s(&d.docker(&[
+            "inspect",
+            "-f",
+            "{{.Config.Cmd}} {{index .Config.Labels \"a\"}} {{json .State.Running}}",
+            "berthtest-c1"
+        ])
+        .stdout)
+    );
+    // errors: same message and exit code
+    let b = d.berth(&["rm", "berthtest-nosuch"]);
+    let k = d.docker(&["rm", "berthtest-nosuch"]);
+    assert_eq!(b.status.code(), k.status.code());
+    assert_eq!(s(&b.stderr), s(&k.stderr));
+    assert_eq!(
+        s(&b.stderr),
+        "Error response from daemon: No such container: berthtest-nosuch\n"
+    );
+    let b = d.berth(&["inspect", "berthtest-nosuch"]);
+    let k = d.docker(&["inspect", "berthtest-nosuch"]);
+    assert_eq!(b.status.code(), k.status.code());
+    assert_eq!(s(&b.stdout), s(&k.stdout));
+    // rename, rm
+    assert!(d
+        .berth(&["rename", "berthtest-c1", "berthtest-c2"])
+        .status
+        .success());
+    let out = d.berth(&["rm", "berthtest-c2"]);
+    assert_eq!(s(&out.stdout), "berthtest-c2\n");
+}
+
+#[test]
+fn run_exit_codes_logs_exec_like_docker() {
+    let Some(d) = Dockerd::start() else { return };
+    let img = "berthtest/busybox";
+    let out = d.berth(&["run", "--rm", img, "echo", "hello"]);
+    assert_eq!(s(&out.stdout), "hello\n");
+    assert_eq!(out.status.code(), Some(0));
+    let out = d.berth(&[
+        "run",
+        "--rm",
+        img,
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(s(&out.stdout), "out\n");
+    assert_eq!(s(&out.stderr), "err\n");
+    assert_eq!(out.status.code(), Some(3));
+    // 127 not found, 126 cannot invoke, 125 daemon error: as docker
+    for (args, code) in [
+        (vec!["run", "--rm", img, "berthtest-nosuchcmd"], 127),
+        (vec!["run", "--rm", img, "/etc/notexec"], 126),
+        (vec!["run", "--rm", "--restart", "sometimes", img], 125),
+        (vec!["run", "--rm", "--name", "bad/name", img], 125),
+    ] {
+        let b = d.berth(&args);
+        let k = d.docker(&args);
+        assert_eq!(
+            b.status.code(),
+            Some(code),
+            "berth {args:?}: {}",
+            s(&b.stderr)
+        );
+        assert_eq!(k.status.code(), Some(code), "docker {args:?}");
+    }
+    let b = d.berth(&["run", "--rm", img, "berthtest-nosuchcmd"]);
+    assert!(
+        s(&b.stderr).starts_with("Error response from daemon: "),
+        "{}",
+        s(&b.stderr)
+    );
+    // -e, -w, -u, -h, --entrypoint, -v named volume
+    let out = d.berth(&[
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/tmp",
+        "-u",
+        "123:45",
+        "-h",
+        "berthhost",
+        "-v",
+        "berthtestvol:/data",
+        "--entrypoint",
+        "sh",
+        img,
+        "-c",
+        "echo $FOO $(pwd) $(id -u):$(id -g) $(hostname); touch /data/x && ls /data",
+    ]);
+    assert_eq!(
+        s(&out.stdout),
+        "bar /tmp 123:45 berthhost\nx\n",
+        "{}",
+        s(&out.stderr)
+    );
+    // stdin with -i
+    let mut child = Command::new(BERTH)
+        .args(["-H", &d.sock, "run", "--rm", "-i", img, "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped input\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(s(&out.stdout), "piped input\n");
+    // -d, logs, exec, top, stop, wait, rm
+    let out = d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "berthtest-bg",
+        img,
+        "sh",
+        "-c",
+        "echo started; echo warn >&2; sleep 1000",
+    ]);
+    assert!(out.status.success(), "{}", s(&out.stderr));
+    assert_eq!(s(&out.stdout).trim().len(), 64);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = d.berth(&["logs", "berthtest-bg"]);
+    assert_eq!(s(&out.stdout), "started\n");
+    assert_eq!(s(&out.stderr), "warn\n");
+    let out = d.berth(&[
+        "exec",
+        "-e",
+        "X=1",
+        "berthtest-bg",
+        "sh",
+        "-c",
+        "echo in $X; exit 4",
+    ]);
+    assert_eq!(s(&out.stdout), "in 1\n");
+    assert_eq!(out.status.code(), Some(4));
+    let out = d.berth(&["top", "berthtest-bg"]);
+    assert!(s(&out.stdout).contains("sleep 1000"), "{}", s(&out.stdout));
+    assert_eq!(
+        first_line(&out.stdout),
+        first_line(&d.docker(&["top", "berthtest-bg"]).stdout)
+    );
+    let out = d.berth(&["stop", "-t", "1", "berthtest-bg"]);
+    assert_eq!(s(&out.stdout), "berthtest-bg\n");
+    let out = d.berth(&["wait", "berthtest-bg"]);
+    assert_eq!(s(&out.stdout), "137\n");
+    let b = d.berth(&["ps", "-a", "--filter", "name=berthtest-bg"]);
+    let k = d.docker(&["ps", "-a", "--filter", "name=berthtest-bg"]);
+    assert_eq!(s(&b.stdout), s(&k.stdout));
+    assert!(s(&b.stdout).contains("Exited (137)"));
+    assert!(d.berth(&["rm", "berthtest-bg"]).status.success());
+}
+
+#[test]
+fn pull_missing_image_and_load_progress_plain() {
+    let Some(d) = Dockerd::start() else { return };
+    // run with a missing image: "Unable to find image", the pull error, 125 — as docker
+    let b = d.berth(&["run", "--rm", "127.0.0.1:1/berthtest/none:v1"]);
+    let k = d.docker(&["run", "--rm", "127.0.0.1:1/berthtest/none:v1"]);
+    assert_eq!(b.status.code(), Some(125));
+    assert_eq!(k.status.code(), Some(125));
+    assert_eq!(first_line(&b.stderr), first_line(&k.stderr));
+    assert!(
+        s(&b.stderr).contains("Error response from daemon:"),
+        "{}",
+        s(&b.stderr)
+    );
+    // save → load: plain progress output equal to docker's
+    let tar = d.root.join("img.tar");
+    let out = d.berth(&["save", "-o", tar.to_str().unwrap(), "berthtest/busybox"]);
+    assert!(out.status.success(), "{}", s(&out.stderr));
+    assert!(d.berth(&["rmi", "berthtest/busybox"]).status.success());
+    let b = d.berth(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(b.status.success(), "{}", s(&b.stderr));
+    assert_eq!(s(&b.stdout), "Loaded image: berthtest/busybox:latest\n");
+    assert!(d.docker(&["rmi", "berthtest/busybox"]).status.success());
+    let k = d.docker(&["load", "-i", tar.to_str().unwrap()]);
+    assert_eq!(s(&k.stdout), s(&b.stdout));
+    // tag / rmi output as docker
+    assert!(d
+        .berth(&["tag", "berthtest/busybox", "berthtest/other:v2"])
+        .status
+        .success());
+    let b = d.berth(&["rmi", "berthtest/other:v2"]);
+    assert_eq!(s(&b.stdout), "Untagged: berthtest/other:v2\n");
+    // history and image ls (client form of `berth image`)
+    let b = d.berth(&["history", "berthtest/busybox"]);
+    let k = d.docker(&["history", "berthtest/busybox"]);
+    assert_eq!(s(&b.stdout), s(&k.stdout));
+    let b = d.berth(&["image", "ls"]);
+    let k = d.docker(&["image", "ls"]);
+    assert_eq!(s(&b.stdout), s(&k.stdout));
+}
+
+fn openpty() -> (OwnedFd, OwnedFd) {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(Path::new(std::ffi::OsStr::from_bytes(name.as_bytes())))
+        .unwrap();
+    rustix::termios::tcsetwinsize(
+        &slave,
+        rustix::termios::Winsize {
+            ws_row: 30,
+            ws_col: 100,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+    )
+    .unwrap();
+    (master, slave.into())
+}
+
+/// Read from the pty master until `want` appears (or fail after a timeout).
+fn expect(master: &std::fs::File, acc: &mut String, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while !acc.contains(want) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {want:?}; got {acc:?}"
+        );
+        let mut fds = [rustix::event::PollFd::new(
+            master,
+            rustix::event::PollFlags::IN,
+        )];
+        let ready = rustix::event::poll(
+            &mut fds,
+            Some(&rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 200_000_000,
+            }),
+        )
+        .unwrap_or(0);
+        if ready == 0 {
+            continue;
+        }
+        let n = (&*master).read(&mut buf).unwrap_or(0);
+        acc.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+#[test]
+fn run_it_through_a_pty_with_detach_keys() {
+    let Some(d) = Dockerd::start() else { return };
+    let (master, slave) = openpty();
+    let mut child = Command::new(BERTH)
+        .args([
+            "-H",
+            &d.sock,
+            "run",
+            "-it",
+            "--name",
+            "berthtest-tty",
+            "berthtest/busybox",
+            "sh",
+        ])
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let master = std::fs::File::from(master);
+    let mut acc = String::new();
+    expect(&master, &mut acc, "# ");
+    // the container's tty got our size
+    (&master)
+        .write_all(b"stty size; echo typed$((40+2))\r")
+        .unwrap();
+    expect(&master, &mut acc, "typed42");
+    assert!(acc.contains("30 100"), "console size passed: {acc:?}");
+    // resize: SIGWINCH → POST resize
+    rustix::termios::tcsetwinsize(
+        &master,
+        rustix::termios::Winsize {
+            ws_row: 41,
+            ws_col: 120,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+    )
+    .unwrap();
+    let _ = Command::new("kill")
+        .args(["-WINCH", &child.id().to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(500));
+    (&master).write_all(b"stty size\r").unwrap();
+    expect(&master, &mut acc, "41 120");
+    // ctrl-p ctrl-q detaches; the container keeps running
+    (&master).write_all(&[0x10, 0x11]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "berth did not exit after detach keys"
+        );
+        let mut b = [0u8; 1024];
+        let mut fds = [rustix::event::PollFd::new(
+            &master,
+            rustix::event::PollFlags::IN,
+        )];
+        if rustix::event::poll(
+            &mut fds,
+            Some(&rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 100_000_000,
+            }),
+        )
+        .unwrap_or(0)
+            > 0
+        {
+            let _ = (&master).read(&mut b);
+        }
+    };
+    assert_eq!(status.code(), Some(0));
+    let st = d.docker(&["inspect", "-f", "{{.State.Running}}", "berthtest-tty"]);
+    assert_eq!(s(&st.stdout), "true\n");
+}
