@@ -721,3 +721,130 @@ fn stress_endpoint_cycles_leak_nothing() {
     );
     f.finish();
 }
+
+#[test]
+fn dns_relays_unknown_names_upstream_with_deadline() {
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record};
+    let mut f = Fixture::new();
+    // the "host's resolver": a fake upstream on another test bridge's gateway (not loopback)
+    let up = f.network(2, false, false);
+    let upstream = UdpSocket::bind((up.ipam.gateway, 53)).expect("bind fake upstream");
+    let answer = Ipv4Addr::new(10, 213, 250, 250);
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        upstream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // answer the first query, stay silent on the second
+        let (n, peer) = upstream.recv_from(&mut buf).expect("relayed query");
+        let q = Message::from_vec(&buf[..n]).unwrap();
+        let mut r = Message::new();
+        r.set_id(q.id())
+            .set_message_type(MessageType::Response)
+            .add_query(q.queries()[0].clone());
+        r.add_answer(Record::from_rdata(
+            q.queries()[0].name().clone(),
+            60,
+            RData::A(A(answer)),
+        ));
+        upstream.send_to(&r.to_vec().unwrap(), peer).unwrap();
+        let _ = upstream.recv_from(&mut buf);
+    });
+    let mut cfg = f.config();
+    cfg.dns_upstreams = Some(vec![up.ipam.gateway.into(), "127.0.0.1".parse().unwrap()]);
+    drop(f.mgr.take());
+    f.mgr = Some(Manager::open(cfg).unwrap());
+    let net = f.network(1, false, true);
+    let dns = SocketAddr::from((net.ipam.gateway, 53));
+    assert_eq!(
+        dns_query(dns, "example.test"),
+        vec![answer],
+        "relayed through the upstream"
+    );
+    // a silent upstream: SERVFAIL after the 2 s deadline, before a client's 5 s timeout
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::{Name, RecordType};
+    let mut m = Message::new();
+    m.set_id(9).add_query(Query::query(
+        Name::from_ascii("silent.test").unwrap(),
+        RecordType::A,
+    ));
+    let c = UdpSocket::bind("0.0.0.0:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t = Instant::now();
+    c.send_to(&m.to_vec().unwrap(), dns).unwrap();
+    let mut buf = [0u8; 1500];
+    let n = c
+        .recv(&mut buf)
+        .expect("an answer before the client's timeout");
+    assert_eq!(
+        Message::from_vec(&buf[..n]).unwrap().response_code(),
+        ResponseCode::ServFail
+    );
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(3500),
+        "{took:?}"
+    );
+    server.join().unwrap();
+    f.finish();
+}
+
+#[test]
+fn udp_port_and_teardown_after_namespace_died() {
+    let mut f = Fixture::new();
+    let net = f.network(1, false, false);
+    let (ns1, p1) = f.netns();
+    let mut s = f.spec("c1", "u", &p1);
+    s.ports = berth_net::ports::parse_publish("127.0.0.1::5353/udp").unwrap();
+    let e = f.mgr().connect(&net.name, &s).unwrap();
+    assert_eq!(e.ports[0].proto, Proto::Udp);
+    // a UDP sink inside the namespace (Debian's busybox nc has no -u): a thread that joined it
+    let (tx, rx) = std::sync::mpsc::channel();
+    let nspath = p1.clone();
+    let sink = std::thread::spawn(move || {
+        let fd = std::fs::File::open(&nspath).unwrap();
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&fd),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        let s = UdpSocket::bind("0.0.0.0:5353").unwrap();
+        tx.send(()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        s.recv_from(&mut buf)
+            .map(|(n, from)| (buf[..n].to_vec(), from))
+    });
+    rx.recv().unwrap();
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.send_to(b"ping-udp", ("127.0.0.1", e.ports[0].host_port))
+        .unwrap();
+    let (data, from) = sink
+        .join()
+        .unwrap()
+        .expect("UDP datagram reached the container through 127.0.0.1");
+    assert_eq!(data, b"ping-udp");
+    assert_eq!(
+        from.ip(),
+        std::net::IpAddr::V4(net.ipam.gateway),
+        "loopback clients are masqueraded to the gateway"
+    );
+    // the container dies first; teardown must not need its namespace
+    ok(&["ip", "netns", "del", &ns1]);
+    f.netns.clear();
+    f.mgr()
+        .disconnect_all(&e.container_id)
+        .expect("disconnect after the namespace died");
+    assert!(f
+        .mgr()
+        .network(&net.name)
+        .unwrap()
+        .ipam
+        .allocated
+        .is_empty());
+    assert!(!ok(&["nft", "list", "chain", "inet", &f.table, "ports"]).contains("dnat"));
+    f.finish();
+}
