@@ -679,6 +679,76 @@ fn diff_and_export() {
 }
 
 #[test]
+fn cp_in_and_out() {
+    if !have_docker() {
+        return;
+    }
+    let d = Daemon::start();
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "berthtest-cp",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    let local = d.dir.path().join("local");
+    std::fs::create_dir_all(local.join("sub")).unwrap();
+    std::fs::write(local.join("sub/file.txt"), "from host\n").unwrap();
+    // into a running container
+    d.docker_ok(&[
+        "cp",
+        local.join("sub").to_str().unwrap(),
+        "berthtest-cp:/tmp/",
+    ]);
+    assert_eq!(
+        d.docker_ok(&["exec", "berthtest-cp", "cat", "/tmp/sub/file.txt"]),
+        "from host\n"
+    );
+    // out of it
+    let out = d.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    d.docker_ok(&["cp", "berthtest-cp:/etc/passwd", out.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(out.join("passwd"))
+        .unwrap()
+        .starts_with("root:x:0:0"));
+    d.docker_ok(&["cp", "berthtest-cp:/tmp/sub", out.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("sub/file.txt")).unwrap(),
+        "from host\n"
+    );
+    // a symlink inside the container pointing at / does not reach the host
+    d.docker_ok(&["exec", "berthtest-cp", "ln", "-s", "/", "/tmp/up"]);
+    let o = d.docker(&[
+        "cp",
+        "berthtest-cp:/tmp/up/etc/passwd",
+        out.join("p2").to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    assert!(std::fs::read_to_string(out.join("p2"))
+        .unwrap()
+        .starts_with("root:x:0:0:root:/root:/bin/sh\nnobody"));
+    let o = d.docker(&["cp", "berthtest-cp:/nonexistent", out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Could not find the file /nonexistent"),
+        "{o:?}"
+    );
+    // a stopped container
+    d.docker_ok(&["stop", "-t", "0", "berthtest-cp"]);
+    d.docker_ok(&[
+        "cp",
+        "berthtest-cp:/tmp/sub/file.txt",
+        out.join("f3").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("f3")).unwrap(),
+        "from host\n"
+    );
+}
+
+#[test]
 fn restart_policy_on_failure() {
     if !have_docker() {
         return;

@@ -20,7 +20,7 @@ use super::stream::{self, LineEnd};
 use super::{ApiVersion, AppState, JsonBody, OptJsonBody, Query};
 use crate::containers::shim::{read_frame, ShimStream};
 use crate::containers::types::CreateBody;
-use crate::containers::{fmt_time, now_ns, parse_time, Ctr};
+use crate::containers::{archive, fmt_time, now_ns, parse_time, Ctr};
 use crate::EngineError;
 
 /// Container routes.
@@ -46,6 +46,10 @@ pub fn routes() -> Router<AppState> {
         .route("/containers/{id}/stats", get(stats))
         .route("/containers/{id}/changes", get(changes))
         .route("/containers/{id}/export", get(export))
+        .route(
+            "/containers/{id}/archive",
+            get(archive_get).head(archive_head).put(archive_put),
+        )
         .route("/containers/{id}", delete(remove))
 }
 
@@ -873,6 +877,102 @@ async fn export(
         HeaderValue::from_static("application/x-tar"),
     );
     Ok(resp)
+}
+
+fn path_stat_header(v: &Value) -> HeaderValue {
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::STANDARD.encode(v.to_string());
+    HeaderValue::from_str(&b).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+async fn archive_stat(
+    e: &AppState,
+    id: &str,
+    q: &Query,
+) -> Result<(std::path::PathBuf, String, Value, String), EngineError> {
+    let c = e.containers.find(id)?;
+    let path = q
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| EngineError::invalid("path is required"))?
+        .to_string();
+    let root = e.containers.cp_root(&c).await?;
+    let (r2, p2, cid) = (root.clone(), path.clone(), c.id.clone());
+    let st = tokio::task::spawn_blocking(move || {
+        let fd = archive::cp::open_root(&r2)?;
+        archive::cp::stat(&fd, &p2, &cid)
+    })
+    .await
+    .map_err(|err| EngineError::internal(err.to_string()))??;
+    Ok((root, path, st, c.id.clone()))
+}
+
+async fn archive_head(
+    State(e): State<AppState>,
+    Path(id): Path<String>,
+    q: Query,
+) -> Result<Response, EngineError> {
+    let (_, _, st, _) = archive_stat(&e, &id, &q).await?;
+    let mut resp = StatusCode::OK.into_response();
+    resp.headers_mut()
+        .insert("X-Docker-Container-Path-Stat", path_stat_header(&st));
+    Ok(resp)
+}
+
+async fn archive_get(
+    State(e): State<AppState>,
+    Path(id): Path<String>,
+    q: Query,
+) -> Result<Response, EngineError> {
+    let (root, path, st, _) = archive_stat(&e, &id, &q).await?;
+    let (tx, rx) = tokio::io::duplex(64 * 1024);
+    tokio::task::spawn_blocking(move || {
+        let w = tokio_util::io::SyncIoBridge::new(tx);
+        let res = archive::cp::open_root(&root)
+            .map_err(|err| std::io::Error::other(err.to_string()))
+            .and_then(|fd| archive::cp::get(&fd, &path, w));
+        if let Err(err) = res {
+            tracing::warn!("archive {path}: {err}");
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(tokio_util::io::ReaderStream::new(rx)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
+    resp.headers_mut()
+        .insert("X-Docker-Container-Path-Stat", path_stat_header(&st));
+    Ok(resp)
+}
+
+async fn archive_put(
+    State(e): State<AppState>,
+    Path(id): Path<String>,
+    q: Query,
+    req: Request,
+) -> Result<Response, EngineError> {
+    use futures_util::TryStreamExt;
+    let c = e.containers.find(&id)?;
+    let path = q
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| EngineError::invalid("path is required"))?
+        .to_string();
+    let root = e.containers.cp_root(&c).await?;
+    let stream = req
+        .into_body()
+        .into_data_stream()
+        .map_err(|err| std::io::Error::other(err.to_string()));
+    let reader = tokio_util::io::StreamReader::new(stream);
+    let cid = c.id.clone();
+    tokio::task::spawn_blocking(move || {
+        let r = tokio_util::io::SyncIoBridge::new(reader);
+        let fd = archive::cp::open_root(&root)?;
+        archive::cp::put(&fd, &path, r, &cid)
+    })
+    .await
+    .map_err(|err| EngineError::internal(err.to_string()))??;
+    Ok(StatusCode::OK.into_response())
 }
 
 async fn remove(

@@ -1695,6 +1695,22 @@ impl ContainerManager {
             .map_err(|e| EngineError::internal(format!("snapshot {}: {e}", r.snapshot)))
     }
 
+    /// The root `docker cp` works in: the running container's own view (`/proc/<pid>/root`, with
+    /// its volumes and binds), or the mounted rootfs of a stopped one.
+    pub async fn cp_root(&self, c: &Ctr) -> Result<PathBuf, EngineError> {
+        let r = c.record();
+        if r.state.running && r.state.pid > 0 {
+            let p = PathBuf::from(format!("/proc/{}/root", r.state.pid));
+            if p.exists() {
+                return Ok(p);
+            }
+        }
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.mount_rootfs(&r))
+            .await
+            .map_err(|e| EngineError::internal(e.to_string()))?
+    }
+
     /// `GET /containers/{id}/changes`.
     pub fn changes(&self, r: &Record) -> Result<Value, EngineError> {
         let upper = self.upper_dir(r)?;
