@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Serve the registry.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Collect garbage once (offline or beside a running server) and print a JSON report.
     Gc {
         /// Data directory.
@@ -118,7 +118,7 @@ pub fn run(args: RegistryArgs) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        Cmd::Serve(a) => serve(a),
+        Cmd::Serve(a) => serve(*a),
     }
 }
 
