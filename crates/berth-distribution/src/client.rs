@@ -495,11 +495,12 @@ impl Client {
         let http: Http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(conn);
+        let creds = self.credentials(registry)?;
         let mk = |base: String| Endpoint {
             registry: registry.to_string(),
             base,
             http: http.clone(),
-            creds: self.credentials(registry).ok().flatten(),
+            creds: creds.clone(),
             auth: Mutex::new(AuthState::default()),
             retries: self.cfg.retries,
             backoff: self.cfg.backoff,

@@ -46,6 +46,8 @@ struct Fake {
     max_in_flight: AtomicUsize,
     requested: Mutex<Vec<String>>,
     served_once: AtomicBool,
+    /// Answer this many of the next requests with 503.
+    fail_next: AtomicUsize,
 }
 
 struct FlightGuard(Arc<Fake>);
@@ -72,6 +74,13 @@ async fn handle(State(st): State<Arc<Fake>>, req: Request) -> Response {
         .lock()
         .unwrap()
         .push(format!("{} {path}", req.method()));
+    if st
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return err(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "try later");
+    }
     let host = req
         .headers()
         .get("host")
@@ -577,4 +586,82 @@ fn downloads_at_most_n_layers_at_once() {
             data
         );
     }
+}
+
+#[test]
+fn retries_5xx_with_backoff_then_gives_up() {
+    let r = start(Fake::default());
+    let img = make_image(&r.fake, &Platform::host(), &one_layer(5, 10_000));
+    tag(&r.fake, "v1", MANIFEST_MT, &img.manifest);
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = ImageService::open(tmp.path()).unwrap();
+    let rf = reference(&r, "berthtest/img:v1");
+    // Two failures: within the default 3 retries.
+    r.fake.fail_next.store(2, Ordering::SeqCst);
+    pull(&svc, &client(1 << 20), r.rt.handle(), &rf, &|_| {}).unwrap();
+    // More failures than retries: the registry's 503 is reported.
+    r.fake.fail_next.store(100, Ordering::SeqCst);
+    let before = r.fake.requested.lock().unwrap().len();
+    let svc2 = ImageService::open(tmp.path().join("x")).unwrap();
+    let e = pull(&svc2, &client(1 << 20), r.rt.handle(), &rf, &|_| {})
+        .map(|_| r.fake.requested.lock().unwrap()[before..].to_vec())
+        .unwrap_err();
+    assert!(e.to_string().contains("503"), "{e}");
+    let sent = r.fake.requested.lock().unwrap().len() - before;
+    // HEAD (1 + 3 retries) then GET (1 + 3 retries): bounded.
+    assert_eq!(sent, 8, "{sent} requests");
+}
+
+#[test]
+fn credentials_come_from_a_docker_credential_helper() {
+    let r = start(Fake {
+        token_auth: true,
+        token_user: Some(("helper-user".into(), "helper-secret".into())),
+        ..Default::default()
+    });
+    let img = make_image(&r.fake, &Platform::host(), &one_layer(6, 10_000));
+    tag(&r.fake, "v1", MANIFEST_MT, &img.manifest);
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = tmp.path().join("helper.log");
+    let script = bin.join("docker-credential-berthtest");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nread server\necho \"$1 $server\" >> {}\necho '{{\"ServerURL\":\"'$server'\",\"Username\":\"helper-user\",\"Secret\":\"helper-secret\"}}'\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // nextest runs each test in its own process: changing PATH here affects only this test.
+    std::env::set_var("PATH", path);
+    let config = tmp.path().join("config.json");
+    std::fs::write(
+        &config,
+        json!({"credHelpers": {r.host.clone(): "berthtest"}}).to_string(),
+    )
+    .unwrap();
+    let c = Client::new(ClientConfig {
+        docker_config: Some(config),
+        ..Default::default()
+    });
+    let svc = ImageService::open(tmp.path().join("root")).unwrap();
+    pull(
+        &svc,
+        &c,
+        r.rt.handle(),
+        &reference(&r, "berthtest/img:v1"),
+        &|_| {},
+    )
+    .unwrap();
+    let called = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(called.trim(), format!("get {}", r.host));
 }
