@@ -2,7 +2,7 @@
 //!
 //! Isolation: each test has its own random suffix, nft table `berthtest<sfx>`, bridges
 //! `bt<sfx><n>`, namespaces `berthtest<sfx>-<n>` and /24 subnets of 10.213.0.0/16 claimed through
-//! exclusive files under /tmp/berthtest-subnets. Traffic flows only between the host and these
+//! exclusive files under /run/berth-net-test-subnets. Traffic flows only between the host and these
 //! namespaces. The fixture's Drop tears everything down and the leak check runs on every test.
 
 use std::collections::BTreeMap;
@@ -101,7 +101,7 @@ impl Fixture {
 
     /// Claims a free 10.213.X.0/24 across concurrently running tests.
     fn subnet(&mut self) -> Subnet {
-        let dir = PathBuf::from("/tmp/berthtest-subnets");
+        let dir = PathBuf::from("/run/berth-net-test-subnets");
         std::fs::create_dir_all(&dir).unwrap();
         let routes = ok(&["ip", "-4", "route", "show", "table", "all"]);
         let start = u8::from_str_radix(&rand_hex(1), 16).unwrap();
