@@ -158,3 +158,47 @@ fn push_mount_pull_round_trip_with_berth_registry() {
     );
     rt.block_on(server.shutdown());
 }
+
+#[test]
+fn https_registry_trusted_through_certs_d_ca() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let mut cfg =
+        berth_registry::Config::new(tmp.path().join("registry"), "127.0.0.1:0".parse().unwrap());
+    cfg.tls = Some((cert, key));
+    let server = rt.block_on(berth_registry::Server::start(cfg)).unwrap();
+    let host = format!("127.0.0.1:{}", server.addr().port());
+    let sfx = suffix();
+    let local = format!("berthtest/tls-{sfx}:v1");
+    let src = source_root(&tmp.path().join("src"), &local, 21);
+    let dest: Reference = format!("{host}/berthtest/tls-{sfx}:v1").parse().unwrap();
+
+    // Without the CA: HTTPS is not trusted and plain HTTP is refused by the server.
+    let untrusted = client(1 << 20);
+    assert!(push(&src, &untrusted, rt.handle(), &local, &dest, &|_| {}).is_err());
+
+    // With <certs.d>/<host:port>/ca.crt: HTTPS works both ways.
+    let certs = tmp.path().join("certs.d");
+    std::fs::create_dir_all(certs.join(&host)).unwrap();
+    std::fs::write(certs.join(&host).join("ca.crt"), ck.cert.pem()).unwrap();
+    let trusted = berth_distribution::Client::new(berth_distribution::ClientConfig {
+        docker_config: None,
+        certs_dir: certs,
+        ..Default::default()
+    });
+    let repo = rt.block_on(trusted.repository(&dest)).unwrap();
+    assert_eq!(repo.base(), format!("https://{host}"));
+    let r = push(&src, &trusted, rt.handle(), &local, &dest, &|_| {}).unwrap();
+    let dst = berth_image::ImageService::open(tmp.path().join("dst")).unwrap();
+    let p = pull(&dst, &trusted, rt.handle(), &dest, &|_| {}).unwrap();
+    assert_eq!(p.target, r.digest);
+    assert_eq!(
+        read_image_file(&dst, &dest.to_string(), "etc/hostname"),
+        b"berthtest-21\n"
+    );
+    rt.block_on(server.shutdown());
+}
