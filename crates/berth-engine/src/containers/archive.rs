@@ -87,7 +87,7 @@ mod tests {
         std::fs::write(upper.join("new"), "n").unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &upper.join("gone"),
+            upper.join("gone"),
             rustix::fs::FileType::CharacterDevice,
             rustix::fs::Mode::empty(),
             0,

@@ -529,9 +529,9 @@ impl ContainerManager {
             ));
         }
         if h.restart_policy.name != "on-failure" && h.restart_policy.maximum_retry_count != 0 {
-            return Err(EngineError::invalid(format!(
-                "invalid restart policy: maximum retry count can only be used with 'on-failure'"
-            )));
+            return Err(EngineError::invalid(
+                "invalid restart policy: maximum retry count can only be used with 'on-failure'",
+            ));
         }
         spec::security_opts(h)?;
         let me = self.clone();
@@ -2101,74 +2101,6 @@ pub fn labels_of(r: &Record) -> &BTreeMap<String, String> {
     &r.config.labels
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names() {
-        assert!(valid_name("web"));
-        assert!(valid_name("/web-1.x_y"));
-        assert!(!valid_name("a"));
-        assert!(!valid_name("-a"));
-        assert!(!valid_name("a b"));
-        assert!(!valid_name("a/b"));
-        let n = random_name("0123456789abcdef");
-        assert!(valid_name(&n), "{n}");
-    }
-
-    #[test]
-    fn durations_and_times() {
-        assert_eq!(human_duration(500_000_000), "Less than a second");
-        assert_eq!(human_duration(1_000_000_000), "1 second");
-        assert_eq!(human_duration(17_000_000_000), "17 seconds");
-        assert_eq!(human_duration(90_000_000_000), "About a minute");
-        assert_eq!(human_duration(600_000_000_000), "10 minutes");
-        let t = fmt_time(1_700_000_000_123_456_789);
-        assert_eq!(parse_time(&t), Some(1_700_000_000_123_456_789));
-        assert_eq!(parse_time(ZERO_TIME), None);
-        assert_eq!(fmt_time(0), ZERO_TIME);
-    }
-
-    #[test]
-    fn resolv_without_loopback() {
-        let h = HostConfig {
-            dns: vec!["1.1.1.1".into()],
-            ..Default::default()
-        };
-        let s = resolv_conf(&h, false);
-        assert!(s.contains("nameserver 1.1.1.1"));
-        assert!(!s.contains("nameserver 127."));
-    }
-
-    #[test]
-    fn users_in_root() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("etc")).unwrap();
-        std::fs::write(
-            d.path().join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\nbob:x:1000:100::/home/bob:/bin/sh\n",
-        )
-        .unwrap();
-        std::fs::write(d.path().join("etc/group"), "users:x:100:\nwheel:x:10:bob\n").unwrap();
-        assert_eq!(
-            resolve_user(d.path(), "bob").unwrap(),
-            (1000, 100, vec![10])
-        );
-        assert_eq!(
-            resolve_user(d.path(), "bob:wheel").unwrap(),
-            (1000, 10, vec![])
-        );
-        assert_eq!(resolve_user(d.path(), "1000").unwrap(), (1000, 100, vec![]));
-        assert_eq!(resolve_user(d.path(), "5:6").unwrap(), (5, 6, vec![]));
-        assert!(resolve_user(d.path(), "nobody").is_err());
-        // a symlink pointing outside the root stays inside
-        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", d.path().join("etc/passwd")).unwrap();
-        assert!(resolve_user(d.path(), "daemon").is_err());
-    }
-}
-
 impl ContainerManager {
     /// `POST /containers/{id}/update`: resources and the restart policy. Applied to the cgroup
     /// at once when the container runs, and kept for later starts.
@@ -2254,5 +2186,73 @@ impl ContainerManager {
         }
         self.publish(c, "update", &[]);
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_name("web"));
+        assert!(valid_name("/web-1.x_y"));
+        assert!(!valid_name("a"));
+        assert!(!valid_name("-a"));
+        assert!(!valid_name("a b"));
+        assert!(!valid_name("a/b"));
+        let n = random_name("0123456789abcdef");
+        assert!(valid_name(&n), "{n}");
+    }
+
+    #[test]
+    fn durations_and_times() {
+        assert_eq!(human_duration(500_000_000), "Less than a second");
+        assert_eq!(human_duration(1_000_000_000), "1 second");
+        assert_eq!(human_duration(17_000_000_000), "17 seconds");
+        assert_eq!(human_duration(90_000_000_000), "About a minute");
+        assert_eq!(human_duration(600_000_000_000), "10 minutes");
+        let t = fmt_time(1_700_000_000_123_456_789);
+        assert_eq!(parse_time(&t), Some(1_700_000_000_123_456_789));
+        assert_eq!(parse_time(ZERO_TIME), None);
+        assert_eq!(fmt_time(0), ZERO_TIME);
+    }
+
+    #[test]
+    fn resolv_without_loopback() {
+        let h = HostConfig {
+            dns: vec!["1.1.1.1".into()],
+            ..Default::default()
+        };
+        let s = resolv_conf(&h, false);
+        assert!(s.contains("nameserver 1.1.1.1"));
+        assert!(!s.contains("nameserver 127."));
+    }
+
+    #[test]
+    fn users_in_root() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nbob:x:1000:100::/home/bob:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("etc/group"), "users:x:100:\nwheel:x:10:bob\n").unwrap();
+        assert_eq!(
+            resolve_user(d.path(), "bob").unwrap(),
+            (1000, 100, vec![10])
+        );
+        assert_eq!(
+            resolve_user(d.path(), "bob:wheel").unwrap(),
+            (1000, 10, vec![])
+        );
+        assert_eq!(resolve_user(d.path(), "1000").unwrap(), (1000, 100, vec![]));
+        assert_eq!(resolve_user(d.path(), "5:6").unwrap(), (5, 6, vec![]));
+        assert!(resolve_user(d.path(), "nobody").is_err());
+        // a symlink pointing outside the root stays inside
+        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("etc/passwd")).unwrap();
+        assert!(resolve_user(d.path(), "daemon").is_err());
     }
 }
