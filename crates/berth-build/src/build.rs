@@ -1525,35 +1525,45 @@ impl<'a> Builder<'a> {
                     let base = self
                         .cache_mounts_dir()
                         .join(hex::encode(Sha256::digest(id.as_bytes())));
-                    let dir = match s.sharing.unwrap_or(Sharing::Shared) {
-                        Sharing::Private => {
-                            let d = tmp_dir.join(format!("cache-{}", step_mounts.len()));
-                            std::fs::create_dir_all(&d).map_err(|e| {
-                                BuildError::io(format!("create {}", d.display()), e)
-                            })?;
-                            d
-                        }
-                        sharing => {
-                            std::fs::create_dir_all(&base).map_err(|e| {
-                                BuildError::io(format!("create {}", base.display()), e)
-                            })?;
-                            if sharing == Sharing::Locked {
-                                let lf = std::fs::File::options()
-                                    .create(true)
-                                    .truncate(false)
-                                    .write(true)
-                                    .open(base.with_extension("lock"))
-                                    .map_err(|e| BuildError::io("open cache mount lock", e))?;
-                                rustix::fs::flock(&lf, rustix::fs::FlockOperation::LockExclusive)
-                                    .map_err(|e| {
-                                    BuildError::io(
+                    let sharing = s.sharing.unwrap_or(Sharing::Shared);
+                    let dir = {
+                        std::fs::create_dir_all(&base)
+                            .map_err(|e| BuildError::io(format!("create {}", base.display()), e))?;
+                        if sharing == Sharing::Shared {
+                            base
+                        } else {
+                            let lf = std::fs::File::options()
+                                .create(true)
+                                .truncate(false)
+                                .write(true)
+                                .open(base.with_extension("lock"))
+                                .map_err(|e| BuildError::io("open cache mount lock", e))?;
+                            // locked: wait for the other writer; private: use a fresh
+                            // directory while another writer holds the shared one
+                            let op = if sharing == Sharing::Locked {
+                                rustix::fs::FlockOperation::LockExclusive
+                            } else {
+                                rustix::fs::FlockOperation::NonBlockingLockExclusive
+                            };
+                            match rustix::fs::flock(&lf, op) {
+                                Ok(()) => {
+                                    locks.push(lf);
+                                    base
+                                }
+                                Err(rustix::io::Errno::WOULDBLOCK) => {
+                                    let d = tmp_dir.join(format!("cache-{}", step_mounts.len()));
+                                    std::fs::create_dir_all(&d).map_err(|e| {
+                                        BuildError::io(format!("create {}", d.display()), e)
+                                    })?;
+                                    d
+                                }
+                                Err(e) => {
+                                    return Err(BuildError::io(
                                         "lock cache mount",
                                         std::io::Error::from_raw_os_error(e.raw_os_error()),
-                                    )
-                                })?;
-                                locks.push(lf);
+                                    ))
+                                }
                             }
-                            base
                         }
                     };
                     if let (Some(uid), gid) = (s.uid, s.gid) {

@@ -705,3 +705,26 @@ fn commit_turns_an_upper_dir_into_an_image() {
         "c\n"
     );
 }
+
+#[test]
+fn cache_mount_sharing_modes() {
+    let env = Env::new();
+    let ctx = env.context(&[]);
+    let df = |n: u32| {
+        format!(
+            "FROM busybox\nRUN --mount=type=cache,target=/p,sharing=private,id=priv echo {n} >> /p/log && wc -l < /p/log > /private-count\n\
+             RUN --mount=type=cache,target=/l,sharing=locked,id=lock,uid=1000,mode=0700 echo {n} >> /l/log && wc -l < /l/log > /locked-count && stat -c %u /l > /locked-owner\n"
+        )
+    };
+    env.build(&ctx, &df(1), |_| {}).unwrap();
+    let (r, _) = env.build(&ctx, &df(2), |_| {}).unwrap();
+    let root = env.unpack(&r.id.to_string());
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    assert_eq!(
+        read("private-count").trim(),
+        "2",
+        "an uncontended private cache persists"
+    );
+    assert_eq!(read("locked-count").trim(), "2", "locked caches persist");
+    assert_eq!(read("locked-owner").trim(), "1000");
+}
