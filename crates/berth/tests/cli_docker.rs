@@ -395,7 +395,7 @@ fn run_exit_codes_logs_exec_like_docker() {
         "{}",
         s(&b.stderr)
     );
-    // -e, -w, -u, -h, --entrypoint, -v named volume
+    // -e, -w, -u, -h, --entrypoint; flags after the image belong to the command
     let out = d.berth(&[
         "run",
         "--rm",
@@ -407,17 +407,45 @@ fn run_exit_codes_logs_exec_like_docker() {
         "123:45",
         "-h",
         "berthhost",
-        "-v",
-        "berthtestvol:/data",
         "--entrypoint",
         "sh",
         img,
         "-c",
-        "echo $FOO $(pwd) $(id -u):$(id -g) $(hostname); touch /data/x && ls /data",
+        "echo $FOO $(pwd) $(id -u):$(id -g) $(hostname)",
     ]);
     assert_eq!(
         s(&out.stdout),
-        "bar /tmp 123:45 berthhost\nx\n",
+        "bar /tmp 123:45 berthhost\n",
+        "{}",
+        s(&out.stderr)
+    );
+    // -v named volume persists across containers; --read-only; --tmpfs
+    let out = d.berth(&[
+        "run",
+        "--rm",
+        "-v",
+        "berthtestvol:/data",
+        img,
+        "touch",
+        "/data/x",
+    ]);
+    assert!(out.status.success(), "{}", s(&out.stderr));
+    let out = d.berth(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--tmpfs",
+        "/scratch",
+        "-v",
+        "berthtestvol:/data:ro",
+        img,
+        "sh",
+        "-c",
+        "ls /data; touch /scratch/ok && echo tmpfs-ok; touch /x 2>/dev/null || echo ro-root",
+    ]);
+    assert_eq!(
+        s(&out.stdout),
+        "x\ntmpfs-ok\nro-root\n",
         "{}",
         s(&out.stderr)
     );

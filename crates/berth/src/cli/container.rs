@@ -188,11 +188,26 @@ pub struct RunArgs {
     /// Container runtime to use.
     #[arg(long)]
     pub runtime: Option<String>,
-    /// The image to run.
-    pub image: String,
-    /// Command and arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
+    /// IMAGE [COMMAND] [ARG...]: flags after the image belong to the command (as Docker).
+    #[arg(
+        value_name = "IMAGE [COMMAND] [ARG...]",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
+}
+
+impl RunArgs {
+    /// The image.
+    pub fn image(&self) -> &str {
+        self.args.first().map(String::as_str).unwrap_or("")
+    }
+    /// The command and its arguments.
+    pub fn command(&self) -> &[String] {
+        self.args.get(1..).unwrap_or(&[])
+    }
 }
 
 /// `RAMInBytes` from go-units: "512m", "1g", "100k", "1024" (binary multiples).
@@ -510,7 +525,7 @@ pub fn create_body(a: &RunArgs, console: Option<(u16, u16)>) -> anyhow::Result<V
         "OpenStdin": a.interactive,
         "StdinOnce": stdin,
         "Env": env_list(a)?,
-        "Image": a.image,
+        "Image": a.image(),
         "WorkingDir": a.workdir.clone().unwrap_or_default(),
         "Labels": kv_map(&a.label),
         "ExposedPorts": exposed,
@@ -518,8 +533,8 @@ pub fn create_body(a: &RunArgs, console: Option<(u16, u16)>) -> anyhow::Result<V
         "HostConfig": host,
     });
     let c = cfg.as_object_mut().expect("object literal");
-    if !a.command.is_empty() {
-        c.insert("Cmd".into(), json!(a.command));
+    if !a.command().is_empty() {
+        c.insert("Cmd".into(), json!(a.command()));
     }
     if let Some(e) = &a.entrypoint {
         c.insert("Entrypoint".into(), json!([e]));
@@ -560,13 +575,13 @@ fn create_container(c: &Client, a: &RunArgs) -> anyhow::Result<String> {
     }
     let path = format!("/containers/create{q}");
     if a.pull == "always" {
-        super::image::pull_image(c, &a.image, a.quiet, true, a.platform.as_deref())?;
+        super::image::pull_image(c, a.image(), a.quiet, true, a.platform.as_deref())?;
     }
     let resp = match c.post_json(&path, Some(&body)) {
         Ok(v) => v,
         Err(e) if is_no_such_image(&e) && a.pull == "missing" => {
-            eprintln!("Unable to find image '{}' locally", a.image);
-            super::image::pull_image(c, &a.image, a.quiet, true, a.platform.as_deref())?;
+            eprintln!("Unable to find image '{}' locally", a.image());
+            super::image::pull_image(c, a.image(), a.quiet, true, a.platform.as_deref())?;
             c.post_json(&path, Some(&body))?
         }
         Err(e) => return Err(e),
@@ -1978,6 +1993,14 @@ mod tests {
             json!({"Type": "bind", "Source": "/src", "Target": "/dst", "ReadOnly": true})
         );
         assert_eq!(b["Labels"], json!({"k": "v"}));
+    }
+
+    #[test]
+    fn flags_after_the_image_belong_to_the_command() {
+        let b = body(&["--rm", "busybox", "-c", "echo", "--rm"]);
+        assert_eq!(b["Image"], "busybox");
+        assert_eq!(b["Cmd"], json!(["-c", "echo", "--rm"]));
+        assert!(b["HostConfig"].get("CpuShares").is_none());
     }
 
     #[test]
