@@ -665,3 +665,36 @@ fn credentials_come_from_a_docker_credential_helper() {
     let called = std::fs::read_to_string(&log).unwrap();
     assert_eq!(called.trim(), format!("get {}", r.host));
 }
+
+#[test]
+fn docker_io_pulls_go_to_the_first_working_mirror() {
+    let r = start(Fake::default());
+    let img = make_image(&r.fake, &Platform::host(), &one_layer(7, 10_000));
+    tag(&r.fake, "v1", MANIFEST_MT, &img.manifest);
+    // A dead mirror first (a port nobody listens on), then the fake.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let c = Client::new(ClientConfig {
+        docker_config: None,
+        mirrors: vec![format!("http://{dead_addr}"), format!("http://{}", r.host)],
+        retries: 1,
+        backoff: Duration::from_millis(10),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = ImageService::open(tmp.path()).unwrap();
+    // `berthtest/img:v1` is docker.io/berthtest/img:v1.
+    let rf: Reference = "berthtest/img:v1".parse().unwrap();
+    assert_eq!(rf.domain(), "docker.io");
+    let res = pull(&svc, &c, r.rt.handle(), &rf, &|_| {}).unwrap();
+    assert_eq!(res.target, Digest::sha256_of(&img.manifest));
+    assert_eq!(svc.resolve("berthtest/img:v1").unwrap().id, img.config);
+    assert!(r
+        .fake
+        .requested
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|q| q == "HEAD /v2/berthtest/img/manifests/v1"));
+}
