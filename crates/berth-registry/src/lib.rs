@@ -1,7 +1,7 @@
 //! berth-registry: an OCI Distribution Specification v1.1 registry server.
 //!
 //! - [`Registry`]: the registry over a root directory — blobs in berth-content's
-//!   [`LocalStore`](berth_content::LocalStore) under `<root>/content` (stored once across
+//!   [`LocalStore`] under `<root>/content` (stored once across
 //!   repositories), metadata (repositories, blob links, manifests, tags, referrers, uploads) in
 //!   SQLite at `<root>/registry.db`. [`Registry::router`] is its axum router; [`Registry::gc`]
 //!   its online garbage collection.
