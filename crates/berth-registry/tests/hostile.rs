@@ -6,6 +6,17 @@ mod common;
 use berth_core::Digest;
 use common::*;
 
+/// (what it attacks, method, path, headers, body, expected status, expected code or "").
+type Case = (
+    &'static str,
+    &'static str,
+    String,
+    Vec<(&'static str, &'static str)>,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
+
 #[tokio::test]
 async fn hostile_requests_get_clean_errors() {
     let reg = start().await;
@@ -17,7 +28,7 @@ async fn hostile_requests_get_clean_errors() {
     let some = Digest::sha256_of(b"x").to_string();
 
     // (what it attacks, method, path, headers, body, expected status, expected code or "")
-    let cases: Vec<(&str, &str, String, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("dot-dot name", "GET", "/v2/../../etc/manifests/latest".into(), vec![], vec![], 400, "NAME_INVALID"),
         ("dot-dot component", "GET", "/v2/ok/../x/tags/list".into(), vec![], vec![], 400, "NAME_INVALID"),
         ("upper-case name", "GET", "/v2/OK/tags/list".into(), vec![], vec![], 400, "NAME_INVALID"),
