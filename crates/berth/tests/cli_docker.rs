@@ -20,43 +20,65 @@ fn suffix() -> String {
     format!("{:x}{:x}", std::process::id(), n)
 }
 
-struct Dockerd {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// Debian's dockerd (the reference).
+    Docker,
+    /// `berth daemon`.
+    Berth,
+}
+
+struct Daemon {
     root: PathBuf,
     sock: String,
     child: Option<Child>,
 }
 
-impl Dockerd {
-    /// Start a private dockerd, or None (with the reason printed) when it cannot run here.
-    fn start() -> Option<Dockerd> {
-        if Command::new("dockerd").arg("--version").output().is_err()
-            || Command::new("docker").arg("--version").output().is_err()
-        {
-            eprintln!("SKIP: dockerd or docker CLI not installed");
+impl Daemon {
+    /// Start a private daemon of `kind`, or None (with the reason printed) when it cannot run.
+    fn start(kind: Kind) -> Option<Daemon> {
+        if Command::new("docker").arg("--version").output().is_err() {
+            eprintln!("SKIP: docker CLI not installed");
+            return None;
+        }
+        if kind == Kind::Docker && Command::new("dockerd").arg("--version").output().is_err() {
+            eprintln!("SKIP: dockerd not installed");
             return None;
         }
         let root = PathBuf::from(format!("/tmp/berthtest-{}", suffix()));
         std::fs::create_dir_all(&root).unwrap();
         let sock = format!("unix://{}/d.sock", root.display());
-        let log = std::fs::File::create(root.join("dockerd.log")).unwrap();
-        let child = Command::new("dockerd")
-            .args(["--data-root", &format!("{}/data", root.display())])
-            .args(["--exec-root", &format!("{}/exec", root.display())])
-            .args(["-H", &sock])
-            .args(["--pidfile", &format!("{}/d.pid", root.display())])
-            .args([
-                "--bridge",
-                "none",
-                "--iptables=false",
-                "--ip-masq=false",
-                "--ip6tables=false",
-            ])
-            .args(["--storage-driver", "vfs"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut d = Dockerd {
+        let log = std::fs::File::create(root.join("daemon.log")).unwrap();
+        let child = if kind == Kind::Berth {
+            Command::new(BERTH)
+                .arg("daemon")
+                .args(["--data-root", &format!("{}/data", root.display())])
+                .args(["--exec-root", &format!("{}/exec", root.display())])
+                .args(["-H", &sock])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap()
+        } else {
+            Command::new("dockerd")
+                .args(["--data-root", &format!("{}/data", root.display())])
+                .args(["--exec-root", &format!("{}/exec", root.display())])
+                .args(["-H", &sock])
+                .args(["--pidfile", &format!("{}/d.pid", root.display())])
+                .args([
+                    "--bridge",
+                    "none",
+                    "--iptables=false",
+                    "--ip-masq=false",
+                    "--ip6tables=false",
+                ])
+                .args(["--storage-driver", "vfs"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap()
+        };
+        let mut d = Daemon {
             root,
             sock,
             child: Some(child),
@@ -138,7 +160,7 @@ impl Dockerd {
     }
 }
 
-impl Drop for Dockerd {
+impl Drop for Daemon {
     fn drop(&mut self) {
         // remove containers first so no runc process outlives the daemon
         let ids = self.docker(&["ps", "-aq"]);
@@ -251,8 +273,20 @@ fn unknown_command_and_flag_suggest() {
 }
 
 #[test]
-fn tables_inspect_and_errors_match_docker() {
-    let Some(d) = Dockerd::start() else { return };
+fn tables_inspect_and_errors_match_docker_dockerd() {
+    if let Some(d) = Daemon::start(Kind::Docker) {
+        tables_inspect_and_errors_match_docker(&d)
+    }
+}
+
+#[test]
+fn tables_inspect_and_errors_match_docker_berthd() {
+    if let Some(d) = Daemon::start(Kind::Berth) {
+        tables_inspect_and_errors_match_docker(&d)
+    }
+}
+
+fn tables_inspect_and_errors_match_docker(d: &Daemon) {
     // images: same header and same row for the imported image
     let b = d.berth(&["images"]);
     let k = d.docker(&["images"]);
@@ -355,8 +389,20 @@ fn tables_inspect_and_errors_match_docker() {
 }
 
 #[test]
-fn run_exit_codes_logs_exec_like_docker() {
-    let Some(d) = Dockerd::start() else { return };
+fn run_exit_codes_logs_exec_like_docker_dockerd() {
+    if let Some(d) = Daemon::start(Kind::Docker) {
+        run_exit_codes_logs_exec_like_docker(&d)
+    }
+}
+
+#[test]
+fn run_exit_codes_logs_exec_like_docker_berthd() {
+    if let Some(d) = Daemon::start(Kind::Berth) {
+        run_exit_codes_logs_exec_like_docker(&d)
+    }
+}
+
+fn run_exit_codes_logs_exec_like_docker(d: &Daemon) {
     let img = "berthtest/busybox";
     let out = d.berth(&["run", "--rm", img, "echo", "hello"]);
     assert_eq!(s(&out.stdout), "hello\n");
@@ -510,8 +556,20 @@ fn run_exit_codes_logs_exec_like_docker() {
 }
 
 #[test]
-fn pull_missing_image_and_load_progress_plain() {
-    let Some(d) = Dockerd::start() else { return };
+fn pull_missing_image_and_load_progress_plain_dockerd() {
+    if let Some(d) = Daemon::start(Kind::Docker) {
+        pull_missing_image_and_load_progress_plain(&d)
+    }
+}
+
+#[test]
+fn pull_missing_image_and_load_progress_plain_berthd() {
+    if let Some(d) = Daemon::start(Kind::Berth) {
+        pull_missing_image_and_load_progress_plain(&d)
+    }
+}
+
+fn pull_missing_image_and_load_progress_plain(d: &Daemon) {
     // run with a missing image: "Unable to find image", the pull error, 125 — as docker
     let b = d.berth(&["run", "--rm", "127.0.0.1:1/berthtest/none:v1"]);
     let k = d.docker(&["run", "--rm", "127.0.0.1:1/berthtest/none:v1"]);
@@ -604,8 +662,20 @@ fn expect(master: &std::fs::File, acc: &mut String, want: &str) {
 }
 
 #[test]
-fn run_it_through_a_pty_with_detach_keys() {
-    let Some(d) = Dockerd::start() else { return };
+fn run_it_through_a_pty_with_detach_keys_dockerd() {
+    if let Some(d) = Daemon::start(Kind::Docker) {
+        run_it_through_a_pty_with_detach_keys(&d)
+    }
+}
+
+#[test]
+fn run_it_through_a_pty_with_detach_keys_berthd() {
+    if let Some(d) = Daemon::start(Kind::Berth) {
+        run_it_through_a_pty_with_detach_keys(&d)
+    }
+}
+
+fn run_it_through_a_pty_with_detach_keys(d: &Daemon) {
     let (master, slave) = openpty();
     let mut child = Command::new(BERTH)
         .args([
