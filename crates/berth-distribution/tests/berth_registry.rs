@@ -202,3 +202,61 @@ fn https_registry_trusted_through_certs_d_ca() {
     );
     rt.block_on(server.shutdown());
 }
+
+/// Throughput of push and pull of a ~200 MB image (half random, half text) through berth's
+/// registry server on loopback. Not a test: `cargo nextest run -p berth-distribution
+/// --run-ignored only bench` (BERTH_BENCH_MB sets the size).
+#[test]
+#[ignore]
+fn bench_push_pull_throughput() {
+    let mb: usize = std::env::var("BERTH_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg =
+        berth_registry::Config::new(tmp.path().join("registry"), "127.0.0.1:0".parse().unwrap());
+    let server = rt.block_on(berth_registry::Server::start(cfg)).unwrap();
+    let host = format!("127.0.0.1:{}", server.addr().port());
+    // 4 layers: two random, two text.
+    let svc = berth_image::ImageService::open(tmp.path().join("src")).unwrap();
+    let quarter = (mb << 20) / 4;
+    let text: Vec<u8> = "lorem ipsum dolor sit amet, consectetur adipiscing elit\n"
+        .bytes()
+        .cycle()
+        .take(quarter)
+        .collect();
+    let files = vec![
+        ("r1.bin".to_string(), noise(quarter, 1)),
+        ("r2.bin".to_string(), noise(quarter, 2)),
+        ("t1.txt".to_string(), text.clone()),
+        ("t2.txt".to_string(), text),
+    ];
+    let t = std::time::Instant::now();
+    svc.import(
+        &rootfs_tar(&files)[..],
+        Some("berthtest/bench:v1"),
+        &berth_image::ImportOptions::default(),
+    )
+    .unwrap();
+    let import_s = t.elapsed().as_secs_f64();
+    let img = svc.resolve("berthtest/bench:v1").unwrap();
+    let blob_bytes: u64 = img.manifest.layers.iter().map(|l| l.size).sum();
+    let c = client(16 << 20);
+    let dest: Reference = format!("{host}/berthtest/bench:v1").parse().unwrap();
+    let t = std::time::Instant::now();
+    push(&svc, &c, rt.handle(), "berthtest/bench:v1", &dest, &|_| {}).unwrap();
+    let push_s = t.elapsed().as_secs_f64();
+    let dst = berth_image::ImageService::open(tmp.path().join("dst")).unwrap();
+    let t = std::time::Instant::now();
+    pull(&dst, &c, rt.handle(), &dest, &|_| {}).unwrap();
+    let pull_s = t.elapsed().as_secs_f64();
+    println!(
+        "image {mb} MiB uncompressed, {:.1} MiB of layer blobs; import {import_s:.2}s; push {push_s:.2}s = {:.1} MiB/s; pull+unpack {pull_s:.2}s = {:.1} MiB/s (uncompressed)",
+        blob_bytes as f64 / 1048576.0,
+        blob_bytes as f64 / 1048576.0 / push_s,
+        mb as f64 / pull_s
+    );
+    rt.block_on(server.shutdown());
+}

@@ -561,11 +561,26 @@ fn downloads_at_most_n_layers_at_once() {
     let svc = ImageService::open(tmp.path()).unwrap();
     let rf = reference(&r, "berthtest/many:v1");
     let events = Events::default();
+    let leased = AtomicUsize::new(usize::MAX);
     let res = pull(&svc, &client(1 << 20), r.rt.handle(), &rf, &|p| {
+        if matches!(p.status, ProgressStatus::Downloading { .. }) {
+            // While blobs stream in, the pull's lease protects them from GC.
+            let n = svc.db().list_leases().unwrap().len();
+            leased.fetch_min(n, Ordering::SeqCst);
+        }
         events.push(p)
     })
     .unwrap();
     assert_eq!(res.downloaded, 7);
+    assert_eq!(
+        leased.load(Ordering::SeqCst),
+        1,
+        "one lease held throughout the download"
+    );
+    assert!(
+        svc.db().list_leases().unwrap().is_empty(),
+        "lease dropped at the end"
+    );
     let max = r.fake.max_in_flight.load(Ordering::SeqCst);
     assert_eq!(max, 3, "default concurrency is 3 (saw {max})");
     // Every layer: Waiting first, PullComplete last.
