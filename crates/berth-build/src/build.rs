@@ -16,7 +16,7 @@ use berth_image::chain::chain_id_step;
 use berth_image::layer::{diff, DiffOptions};
 use berth_image::spec::{media, History, RunConfig};
 use berth_image::{Descriptor, ImageConfig, ImageService, Manifest, ResolvedImage};
-use berth_metadata::{Image, Target};
+use berth_metadata::{Image, Resource, Target};
 use sha2::{Digest as _, Sha256};
 
 use crate::cache::{self, Cache, CachedLayer, Entry};
@@ -232,6 +232,38 @@ fn lowers_of(mounts: &[Mount]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A metadata lease protecting what a build creates from a concurrent GC until the image
+/// record (or a cache hold) references it; deleted on drop. Resources are added *before* they
+/// are created, following the GC protocol of berth-metadata.
+struct Lease<'a> {
+    images: &'a ImageService,
+    id: String,
+}
+
+impl<'a> Lease<'a> {
+    fn new(images: &'a ImageService, what: &str) -> Result<Self, BuildError> {
+        let id = format!("{what}-{}", rand_suffix());
+        images
+            .db()
+            .create_lease(&id, Some(std::time::Duration::from_secs(24 * 3600)))
+            .map_err(|e| BuildError::Store(format!("create lease {id}: {e}")))?;
+        Ok(Lease { images, id })
+    }
+
+    fn add(&self, r: Resource) -> Result<(), BuildError> {
+        self.images
+            .db()
+            .add_lease_resource(&self.id, &r)
+            .map_err(|e| BuildError::Store(format!("add {r:?} to lease {}: {e}", self.id)))
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let _ = self.images.db().delete_lease(&self.id);
+    }
+}
+
 /// Options of [`commit_upper`].
 #[derive(Debug, Clone, Default)]
 pub struct CommitOptions {
@@ -259,12 +291,15 @@ pub fn commit_upper(
     upper: &Path,
     opts: &CommitOptions,
 ) -> Result<Digest, BuildError> {
+    let lease = Lease::new(images, "berth-commit")?;
     let reference = format!("berth-commit-{}", rand_suffix());
+    lease.add(Resource::Ingest(reference.clone()))?;
     let mut w = images
         .content()
         .writer(&reference, None)
         .map_err(|e| BuildError::Store(format!("open ingest {reference}: {e}")))?;
     let rep = diff(lowers, upper, &mut w, &DiffOptions::default())?;
+    lease.add(Resource::Content(rep.compressed_digest.clone()))?;
     commit_blob(w, &rep.compressed_digest, rep.size)?;
     let mut config = opts.config.clone();
     config.rootfs.diff_ids.push(rep.diff_id.clone());
@@ -289,8 +324,10 @@ pub fn commit_upper(
     // Unpack the new layer into its snapshot so the image can run at once.
     let chain = chain_id_step(opts.parent_chain.as_ref(), &rep.diff_id);
     let snaps = images.snapshotter();
+    lease.add(Resource::Snapshot(chain.to_string()))?;
     if snaps.stat(&chain.to_string()).is_err() {
         let key = format!("berth-commit-{}", rand_suffix());
+        lease.add(Resource::Snapshot(key.clone()))?;
         let parent = opts.parent_chain.as_ref().map(|c| c.to_string());
         snaps
             .prepare(&key, parent.as_deref())
@@ -318,7 +355,7 @@ pub fn commit_upper(
             }
         }
     }
-    let (id, _) = write_image(images, &config, &layers, &opts.tags)?;
+    let (id, _) = write_image(images, &lease, &config, &layers, &opts.tags)?;
     Ok(id)
 }
 
@@ -335,12 +372,14 @@ fn commit_blob(w: berth_content::Writer, digest: &Digest, size: u64) -> Result<(
 /// Store config + manifest and record the names (dangling when none). Returns (id, manifest).
 fn write_image(
     images: &ImageService,
+    lease: &Lease<'_>,
     config: &ImageConfig,
     layers: &[Descriptor],
     tags: &[String],
 ) -> Result<(Digest, Descriptor), BuildError> {
     let cfg =
         serde_json::to_vec(config).map_err(|e| BuildError::Store(format!("encode config: {e}")))?;
+    lease.add(Resource::Content(Digest::sha256_of(&cfg)))?;
     let c = images
         .content()
         .write_blob(&cfg, None)
@@ -356,6 +395,7 @@ fn write_image(
     };
     let mb = serde_json::to_vec(&manifest)
         .map_err(|e| BuildError::Store(format!("encode manifest: {e}")))?;
+    lease.add(Resource::Content(Digest::sha256_of(&mb)))?;
     let m = images
         .content()
         .write_blob(&mb, None)
@@ -572,7 +612,9 @@ impl<'a> Builder<'a> {
             executed: AtomicUsize::new(0),
             first_error: Mutex::new(None),
         };
+        let lease = Lease::new(self.images, "berth-build")?;
         let ctx = Ctx {
+            lease: &lease,
             df: &df,
             opts,
             build_args: &build_args,
@@ -631,7 +673,7 @@ impl<'a> Builder<'a> {
             let labels = st.run().labels.get_or_insert_with(BTreeMap::new);
             labels.extend(opts.labels.clone());
         }
-        let (id, manifest) = write_image(self.images, &st.config, &st.layers, &opts.tags)?;
+        let (id, manifest) = write_image(self.images, &lease, &st.config, &st.layers, &opts.tags)?;
         progress(&Event::Built { id: id.clone() });
         let mut tags = Vec::new();
         for t in &opts.tags {
@@ -1137,7 +1179,11 @@ impl<'a> Builder<'a> {
         st.history(created, created_by, false);
     }
 
-    fn prepare(&self, st: &State) -> Result<(ActiveGuard<'_>, Vec<Mount>), BuildError> {
+    fn prepare(
+        &self,
+        ctx: &Ctx<'_>,
+        st: &State,
+    ) -> Result<(ActiveGuard<'_>, Vec<Mount>), BuildError> {
         let snaps = self.images.snapshotter();
         if snaps.name() != "overlay" {
             return Err(BuildError::Unsupported(format!(
@@ -1146,6 +1192,7 @@ impl<'a> Builder<'a> {
             )));
         }
         let key = format!("berth-build-{}", rand_suffix());
+        ctx.lease.add(Resource::Snapshot(key.clone()))?;
         let parent = st.chain.as_ref().map(|c| c.to_string());
         let mounts = snaps
             .prepare(&key, parent.as_deref())
@@ -1163,6 +1210,7 @@ impl<'a> Builder<'a> {
     /// Diff the active snapshot into a blob, commit it under its chain id, record the cache.
     fn finish_layer(
         &self,
+        ctx: &Ctx<'_>,
         st: &State,
         mut active: ActiveGuard<'_>,
         mounts: &[Mount],
@@ -1175,14 +1223,18 @@ impl<'a> Builder<'a> {
         let lowers = lowers_of(mounts);
         let lower_refs: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
         let reference = format!("berth-build-{}", rand_suffix());
+        ctx.lease.add(Resource::Ingest(reference.clone()))?;
         let mut w = self
             .images
             .content()
             .writer(&reference, None)
             .map_err(|e| BuildError::Store(format!("open ingest {reference}: {e}")))?;
         let rep = diff(&lower_refs, &upper, &mut w, &DiffOptions::default())?;
+        ctx.lease
+            .add(Resource::Content(rep.compressed_digest.clone()))?;
         commit_blob(w, &rep.compressed_digest, rep.size)?;
         let chain = chain_id_step(st.chain.as_ref(), &rep.diff_id);
+        ctx.lease.add(Resource::Snapshot(chain.to_string()))?;
         match snaps.commit(&chain.to_string(), &active.key) {
             Ok(()) => active.armed = false,
             Err(e) if e.kind() == berth_core::ErrorKind::Conflict => {} // same layer exists: drop ours
@@ -1242,6 +1294,7 @@ impl<'a> Builder<'a> {
             return Ok((g, None, None));
         };
         let key = format!("berth-build-view-{}", rand_suffix());
+        ctx.lease.add(Resource::Snapshot(key.clone()))?;
         let mounts = self
             .images
             .snapshotter()
@@ -1274,7 +1327,7 @@ impl<'a> Builder<'a> {
         mut co: CopyOpts,
         original: &str,
     ) -> Result<(), BuildError> {
-        let (active, mounts) = self.prepare(st)?;
+        let (active, mounts) = self.prepare(ctx, st)?;
         let mp = self.work.join(format!("mnt-{}", rand_suffix()));
         std::fs::create_dir_all(&mp)
             .map_err(|e| BuildError::io(format!("create {}", mp.display()), e))?;
@@ -1344,7 +1397,7 @@ impl<'a> Builder<'a> {
         plan.apply(&mp)?;
         drop(mg);
         drop(src_guard);
-        let (l, created) = self.finish_layer(st, active, &mounts, &key)?;
+        let (l, created) = self.finish_layer(ctx, st, active, &mounts, &key)?;
         ctx.shared.executed.fetch_add(1, Ordering::SeqCst);
         self.apply_layer_result(st, key, &l, &created, created_by);
         Ok(())
@@ -1443,7 +1496,7 @@ impl<'a> Builder<'a> {
             self.apply_layer_result(st, key, &l, &created, created_by);
             return Ok(());
         }
-        let (active, mounts) = self.prepare(st)?;
+        let (active, mounts) = self.prepare(ctx, st)?;
         // Which mount destinations exist before the run (stubs created for the others are
         // removed from the layer afterwards).
         let mut step_mounts: Vec<StepMount> = Vec::new();
@@ -1679,7 +1732,7 @@ impl<'a> Builder<'a> {
             .upper_dir(&active.key)
             .map_err(|e| BuildError::Snapshot(format!("snapshot {}: {e}", active.key)))?;
         remove_stubs(&upper, &stubs);
-        let (l, created) = self.finish_layer(st, active, &mounts, &key)?;
+        let (l, created) = self.finish_layer(ctx, st, active, &mounts, &key)?;
         ctx.shared.executed.fetch_add(1, Ordering::SeqCst);
         self.apply_layer_result(st, key, &l, &created, created_by);
         Ok(())
@@ -1809,6 +1862,7 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), BuildError> {
 }
 
 struct Ctx<'c> {
+    lease: &'c Lease<'c>,
     df: &'c Dockerfile,
     opts: &'c BuildOptions,
     build_args: &'c BTreeMap<String, String>,

@@ -728,3 +728,33 @@ fn cache_mount_sharing_modes() {
     assert_eq!(read("locked-count").trim(), "2", "locked caches persist");
     assert_eq!(read("locked-owner").trim(), "1000");
 }
+
+#[test]
+fn concurrent_gc_never_breaks_a_build() {
+    let env = Env::new();
+    let ctx = env.context(&[("f", "f\n")]);
+    let df = "FROM busybox\nCOPY f /f\nRUN sleep 0.3 && echo a > /a\nCOPY f /g\nRUN sleep 0.3 && echo b > /b\n";
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (r, runs) = std::thread::scope(|s| {
+        let gc = s.spawn(|| {
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                env.images.gc().unwrap();
+                n += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            n
+        });
+        let r = env.build(&ctx, df, |o| o.tags = vec!["gc:1".into()]);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (r, gc.join().unwrap())
+    });
+    let (r, _) = r.unwrap();
+    assert!(runs > 5, "gc ran during the build ({runs} times)");
+    env.images.gc().unwrap();
+    let root = env.unpack("gc:1");
+    assert_eq!(std::fs::read_to_string(root.join("b")).unwrap(), "b\n");
+    // the cached layers survived GC too: a rebuild is fully cached
+    let (r2, _) = env.build(&ctx, df, |_| {}).unwrap();
+    assert_eq!((r2.executed, r2.id), (0, r.id));
+}
