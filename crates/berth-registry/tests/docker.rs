@@ -204,6 +204,40 @@ async fn docker_cli_push_and_pull() {
         Some("application/vnd.docker.distribution.manifest.v2+json")
     );
 
+    // A manifest list made by `docker manifest` (children mounted/pushed by digest, then the
+    // list): served as a list, or as its linux/amd64 image to clients that take no lists.
+    let list = format!("{}/berth/list:v1", reg.addr);
+    let (dd, l, img) = (dockerd.clone(), list.clone(), image.clone());
+    blocking(move || {
+        dd.docker(&["manifest", "create", "--insecure", &l, &img])
+            .expect("docker manifest create");
+        dd.docker(&["manifest", "push", "--insecure", &l])
+            .expect("docker manifest push");
+    })
+    .await;
+    let list_mt = "application/vnd.docker.distribution.manifest.list.v2+json";
+    let r = send(
+        reg.addr,
+        "GET",
+        "/v2/berth/list/manifests/v1",
+        &[("accept", list_mt)],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type").as_deref(), Some(list_mt));
+    assert_eq!(r.json()["manifests"][0]["digest"], digest.as_str());
+    let v2 = "application/vnd.docker.distribution.manifest.v2+json";
+    let r = send(
+        reg.addr,
+        "GET",
+        "/v2/berth/list/manifests/v1",
+        &[("accept", v2)],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.header("docker-content-digest"), Some(digest.clone()));
+
     // Token auth with htpasswd users: docker login, push, pull.
     let hp = tmp.path().join("htpasswd");
     std::fs::write(
