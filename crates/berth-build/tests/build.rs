@@ -758,3 +758,61 @@ fn concurrent_gc_never_breaks_a_build() {
     let (r2, _) = env.build(&ctx, df, |_| {}).unwrap();
     assert_eq!((r2.executed, r2.id), (0, r.id));
 }
+
+#[test]
+fn hostile_paths_stay_inside_their_roots() {
+    let env = Env::new();
+    let ctx = env.context(&[("f", "f\n")]);
+    std::os::unix::fs::symlink("/etc/passwd", ctx.join("passwd-link")).unwrap();
+    std::os::unix::fs::symlink("/etc", ctx.join("etc-link")).unwrap();
+    // climbing out of the context is cleaned away
+    let e = env
+        .build(
+            &ctx,
+            "FROM busybox\nCOPY ../../../../etc/passwd /x\n",
+            |_| {},
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), berth_core::ErrorKind::NotFound, "{e}");
+    // a symlink is copied as a symlink, never as the host file it points to
+    let (r, _) = env
+        .build(&ctx, "FROM busybox\nCOPY passwd-link /copied\n", |_| {})
+        .unwrap();
+    let root = env.unpack(&r.id.to_string());
+    assert!(std::fs::symlink_metadata(root.join("copied"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // nothing is reachable through a symlinked directory of the context
+    let e = env
+        .build(&ctx, "FROM busybox\nCOPY etc-link/passwd /x\n", |_| {})
+        .unwrap_err();
+    assert_eq!(e.kind(), berth_core::ErrorKind::NotFound, "{e}");
+    let e = env
+        .build(
+            &ctx,
+            "FROM busybox\nRUN --mount=type=bind,source=../../../../etc,target=/h cat /h/passwd\n",
+            |_| {},
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), berth_core::ErrorKind::NotFound, "{e}");
+    // a symlink in the image pointing at a host path: COPY writes inside the rootfs
+    let outside = tempfile::Builder::new()
+        .prefix(&format!("{}-out", env.name))
+        .tempdir()
+        .unwrap();
+    let df = format!(
+        "FROM busybox\nRUN mkdir -p {0} && ln -s {0} /esc\nCOPY f /esc/\n",
+        outside.path().display()
+    );
+    let (r, _) = env.build(&ctx, &df, |_| {}).unwrap();
+    assert!(
+        !outside.path().join("f").exists(),
+        "COPY escaped the rootfs"
+    );
+    let root = env.unpack(&r.id.to_string());
+    let inner = root
+        .join(outside.path().strip_prefix("/").unwrap())
+        .join("f");
+    assert_eq!(std::fs::read_to_string(inner).unwrap(), "f\n");
+}
