@@ -253,6 +253,7 @@ impl Server {
         let (stop, mut stopped) = watch::channel(false);
         let router = registry.router();
         let reg = registry.clone();
+        let gc_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let task = tokio::spawn(async move {
             let mut gc_tick = gc_every.map(|d| {
                 let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
@@ -271,15 +272,28 @@ impl Server {
                 tokio::select! {
                     _ = stopped.changed() => break,
                     _ = gc_next => {
-                        let r = reg.clone();
+                        // One collection at a time: a slow one makes the next tick skip.
+                        if gc_running.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                            continue;
+                        }
+                        let (r, running) = (reg.clone(), gc_running.clone());
                         tokio::task::spawn_blocking(move || {
                             if let Err(e) = r.gc(grace) {
                                 tracing::error!(target: "berth_registry::gc", error = %e, "garbage collection failed");
                             }
+                            running.store(false, std::sync::atomic::Ordering::Release);
                         });
                     }
                     acc = listener.accept() => {
-                        let Ok((tcp, _peer)) = acc else { continue };
+                        let tcp = match acc {
+                            Ok((tcp, _peer)) => tcp,
+                            Err(e) => {
+                                // Out of fds or similar: back off instead of spinning.
+                                tracing::warn!(error = %e, "accept failed");
+                                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                                continue;
+                            }
+                        };
                         let _ = tcp.set_nodelay(true);
                         let svc = hyper_util::service::TowerToHyperService::new(router.clone());
                         let tls = tls.clone();
