@@ -876,6 +876,31 @@ impl Manager {
         NetError::collect(errs)
     }
 
+    /// Removes every network without endpoints except the default `bridge`; returns their names.
+    pub fn prune(&self) -> Result<Vec<String>> {
+        let unused: Vec<String> = {
+            let g = self.lock();
+            g.state
+                .networks
+                .values()
+                .filter(|n| {
+                    n.name != "bridge" && !g.state.endpoints.values().any(|e| e.network_id == n.id)
+                })
+                .map(|n| n.name.clone())
+                .collect()
+        };
+        let mut removed = Vec::new();
+        let mut errs = Vec::new();
+        for name in unused {
+            match self.remove_network(&name) {
+                Ok(()) => removed.push(name),
+                Err(NetError::Conflict(_)) => {}
+                Err(e) => errs.push(e),
+            }
+        }
+        NetError::collect(errs).map(|_| removed)
+    }
+
     /// Number of names the resolver of `network` serves (0 without DNS).
     pub fn dns_entries(&self, network: &str) -> Result<usize> {
         let g = self.lock();

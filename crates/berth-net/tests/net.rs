@@ -671,6 +671,8 @@ fn stress_endpoint_cycles_leak_nothing() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(CYCLES);
     let t = Instant::now();
+    let (mut with_ports, mut without, mut disc): (Vec<Duration>, Vec<Duration>, Vec<Duration>) =
+        (vec![], vec![], vec![]);
     for i in 0..cycles {
         let mut s = f.spec("c", "svc", &p);
         s.aliases = vec!["alias".into()];
@@ -687,18 +689,29 @@ fn stress_endpoint_cycles_leak_nothing() {
             .mgr()
             .connect(&net.name, &s)
             .unwrap_or_else(|e| panic!("cycle {i}: {e}"));
-        if i < 4 {
-            eprintln!(
-                "connect (ports: {}) took {:?}",
-                !s.ports.is_empty(),
-                t0.elapsed()
-            );
+        if s.ports.is_empty() {
+            &mut without
+        } else {
+            &mut with_ports
         }
+        .push(t0.elapsed());
         assert_eq!(f.mgr().dns_entries(&net.name).unwrap(), 1);
+        let t1 = Instant::now();
         f.mgr()
             .disconnect(&net.name, &e.container_id)
             .unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+        disc.push(t1.elapsed());
     }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "median connect without ports {:?}, with a published port {:?}, disconnect {:?}",
+        median(&mut without),
+        median(&mut with_ports),
+        median(&mut disc)
+    );
     let per = t.elapsed() / cycles as u32;
     eprintln!(
         "{cycles} connect/disconnect cycles in {:?} ({per:?} per cycle)",
@@ -846,5 +859,77 @@ fn udp_port_and_teardown_after_namespace_died() {
         .allocated
         .is_empty());
     assert!(!ok(&["nft", "list", "chain", "inet", &f.table, "ports"]).contains("dnat"));
+    f.finish();
+}
+
+#[test]
+fn default_bridge_mtu_labels_prune() {
+    let mut f = Fixture::new();
+    let sub = f.subnet();
+    let mut cfg = f.config();
+    cfg.default_subnet = Some(sub);
+    drop(f.mgr.take());
+    f.mgr = Some(Manager::open(cfg).unwrap());
+    let def = f.mgr().ensure_default().expect("default bridge");
+    assert_eq!(
+        (
+            def.name.as_str(),
+            def.bridge.clone(),
+            def.ipam.subnet,
+            def.dns
+        ),
+        ("bridge", f.bridge(0), sub, false)
+    );
+    assert_eq!(f.mgr().ensure_default().unwrap().id, def.id, "idempotent");
+    let link = ok(&["ip", "-o", "addr", "show", "dev", &f.bridge(0)]);
+    assert!(link.contains(&format!("{}/24", def.ipam.gateway)), "{link}");
+
+    // MTU and labels through Docker's options
+    let subnet = f.subnet();
+    let mut options = BTreeMap::new();
+    options.insert("com.docker.network.bridge.name".to_string(), f.bridge(1));
+    options.insert(
+        "com.docker.network.driver.mtu".to_string(),
+        "1280".to_string(),
+    );
+    let mut labels = BTreeMap::new();
+    labels.insert("com.example.team".to_string(), "net".to_string());
+    let spec = NetworkSpec {
+        name: format!("mtu{}", f.sfx),
+        ipam: IpamRequest {
+            subnet: Some(subnet),
+            gateway: Some(subnet.nth(254).unwrap()),
+            ip_range: Some(format!("{}/28", subnet.nth(32).unwrap()).parse().unwrap()),
+        },
+        labels: labels.clone(),
+        options,
+        dns: true,
+        ..Default::default()
+    };
+    let net = f.mgr().create_network(&spec).unwrap();
+    assert_eq!((net.mtu, net.labels.clone()), (Some(1280), labels));
+    assert!(ok(&["ip", "link", "show", &f.bridge(1)]).contains("mtu 1280"));
+    let (ns, p) = f.netns();
+    let e = f.mgr().connect(&net.name, &f.spec("c1", "m", &p)).unwrap();
+    assert_eq!(e.ip, subnet.nth(32).unwrap(), "first address of --ip-range");
+    assert_eq!(e.gateway, Some(subnet.nth(254).unwrap()));
+    assert!(ok(&["ip", "-n", &ns, "link", "show", "eth0"]).contains("mtu 1280"));
+    assert!(ok(&["ip", "link", "show", &e.host_veth]).contains("mtu 1280"));
+    assert!(ping(&ns, subnet.nth(254).unwrap()));
+    // the state survives a reopen as data
+    drop(f.mgr.take());
+    let mut cfg = f.config();
+    cfg.default_subnet = Some(sub);
+    f.mgr = Some(Manager::open(cfg).unwrap());
+    assert_eq!(f.mgr().network(&net.name).unwrap(), {
+        let mut n = net.clone();
+        n.ipam.allocated.insert(e.ip);
+        n
+    });
+    // prune keeps the default bridge and networks in use
+    let empty = f.network(2, false, false);
+    let pruned = f.mgr().prune().unwrap();
+    assert_eq!(pruned, vec![empty.name.clone()]);
+    assert!(f.mgr().network("bridge").is_ok() && f.mgr().network(&net.name).is_ok());
     f.finish();
 }
