@@ -260,3 +260,138 @@ fn bench_push_pull_throughput() {
     );
     rt.block_on(server.shutdown());
 }
+
+fn auth_registry(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    token: bool,
+) -> berth_registry::Server {
+    std::fs::create_dir_all(dir).unwrap();
+    let htpasswd = dir.join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!("carol:{}\n", bcrypt::hash("pa55", 5).unwrap()),
+    )
+    .unwrap();
+    let mut cfg = berth_registry::Config::new(dir.join("data"), "127.0.0.1:0".parse().unwrap());
+    cfg.htpasswd = Some(htpasswd);
+    if token {
+        cfg.token = Some(berth_registry::TokenConfig {
+            key: b"berthtest-secret-key-0123456789".to_vec(),
+            issuer: "berthtest".into(),
+            realm: String::new(),
+            service: "berthtest-registry".into(),
+            ttl_secs: 300,
+        });
+    }
+    rt.block_on(berth_registry::Server::start(cfg)).unwrap()
+}
+
+#[test]
+fn basic_and_token_auth_with_berth_registry() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    for token in [false, true] {
+        let server = auth_registry(&rt, &tmp.path().join(format!("reg-{token}")), token);
+        let host = format!("127.0.0.1:{}", server.addr().port());
+        let sfx = suffix();
+        let local = format!("berthtest/auth-{sfx}:v1");
+        let src = source_root(&tmp.path().join(format!("src-{token}")), &local, 31);
+        let dest: Reference = format!("{host}/berthtest/auth-{sfx}:v1").parse().unwrap();
+
+        let e = push(&src, &client(1 << 20), rt.handle(), &local, &dest, &|_| {}).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unauthorized, "token={token}: {e}");
+
+        let mut cfg = berth_distribution::ClientConfig {
+            docker_config: None,
+            chunk_size: 1 << 20,
+            ..Default::default()
+        };
+        cfg.credentials.insert(
+            host.clone(),
+            berth_distribution::Credentials::new("carol", "pa55"),
+        );
+        let c = berth_distribution::Client::new(cfg);
+        let r = push(&src, &c, rt.handle(), &local, &dest, &|_| {}).unwrap();
+        // A second repository: with tokens, the mount asks for pull on the source too.
+        let dest2: Reference = format!("{host}/berthtest/auth2-{sfx}:v1").parse().unwrap();
+        let r2 = push(&src, &c, rt.handle(), &local, &dest2, &|_| {}).unwrap();
+        assert_eq!(r2.mounted, 2, "token={token}: {r2:?}");
+        let dst = berth_image::ImageService::open(tmp.path().join(format!("dst-{token}"))).unwrap();
+        let p = pull(&dst, &c, rt.handle(), &dest2, &|_| {}).unwrap();
+        assert_eq!(p.target, r.digest);
+        assert_eq!(
+            read_image_file(&dst, &dest2.to_string(), "etc/hostname"),
+            b"berthtest-31\n"
+        );
+        rt.block_on(server.shutdown());
+    }
+}
+
+#[test]
+fn resumes_an_ingest_left_by_an_interrupted_pull() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg =
+        berth_registry::Config::new(tmp.path().join("registry"), "127.0.0.1:0".parse().unwrap());
+    let server = rt.block_on(berth_registry::Server::start(cfg)).unwrap();
+    let host = format!("127.0.0.1:{}", server.addr().port());
+    let sfx = suffix();
+    let local = format!("berthtest/resume-{sfx}:v1");
+    let src = source_root(&tmp.path().join("src"), &local, 41);
+    let dest: Reference = format!("{host}/berthtest/resume-{sfx}:v1").parse().unwrap();
+    push(&src, &client(8 << 20), rt.handle(), &local, &dest, &|_| {}).unwrap();
+    let layer = src.resolve(&local).unwrap().manifest.layers[0].clone();
+
+    // A previous pull died half way through the layer: its ingest holds the first half.
+    let dst = berth_image::ImageService::open(tmp.path().join("dst")).unwrap();
+    {
+        use berth_content::Store;
+        use std::io::{Read, Write};
+        let mut data = Vec::new();
+        src.content()
+            .reader(&layer.digest)
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        let mut w = dst
+            .content()
+            .writer(
+                &format!("pull-{}", layer.digest),
+                Some(berth_content::Expected::new(
+                    layer.digest.clone(),
+                    layer.size,
+                )),
+            )
+            .unwrap();
+        w.write_all(&data[..data.len() / 2]).unwrap();
+    }
+    let events = Events::default();
+    pull(&dst, &client(8 << 20), rt.handle(), &dest, &|p| {
+        events.push(p)
+    })
+    .unwrap();
+    let first = events
+        .take()
+        .into_iter()
+        .find_map(|e| match e.status {
+            ProgressStatus::Downloading { current, .. } if e.id == layer.digest.short() => {
+                Some(current)
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        first > layer.size / 2,
+        "download continued after the ingest's {} bytes (first report {first})",
+        layer.size / 2
+    );
+    for (path, data) in fixture_files(41) {
+        assert_eq!(
+            read_image_file(&dst, &dest.to_string(), &path),
+            data,
+            "{path}"
+        );
+    }
+    rt.block_on(server.shutdown());
+}
