@@ -752,3 +752,149 @@ fn run_it_through_a_pty_with_detach_keys(d: &Daemon) {
     let st = d.docker(&["inspect", "-f", "{{.State.Running}}", "berthtest-tty"]);
     assert_eq!(s(&st.stdout), "true\n");
 }
+
+/// `berth registry serve` on a free loopback port; killed on drop.
+struct Registry {
+    addr: String,
+    child: Child,
+}
+
+impl Registry {
+    fn start(root: &Path) -> Registry {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(BERTH)
+            .args(["registry", "serve", "--addr", &addr, "--root"])
+            .arg(root.join("registry"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "berth registry did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Registry { addr, child }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Progress lines whose presence depends on timing (the daemon throttles progress messages).
+fn stable_lines(out: &[u8]) -> Vec<String> {
+    s(out)
+        .lines()
+        .filter(|l| {
+            !l.ends_with(": Verifying Checksum")
+                && !l.ends_with(": Download complete")
+                && !l.ends_with(": Waiting")
+        })
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn push_pull_progress_plain_and_tty_dockerd() {
+    if let Some(d) = Daemon::start(Kind::Docker) {
+        push_pull_progress_plain_and_tty(&d)
+    }
+}
+
+#[test]
+fn push_pull_progress_plain_and_tty_berthd() {
+    if let Some(d) = Daemon::start(Kind::Berth) {
+        push_pull_progress_plain_and_tty(&d)
+    }
+}
+
+fn push_pull_progress_plain_and_tty(d: &Daemon) {
+    let reg = Registry::start(&d.root);
+    let r = format!("{}/berthtest/busybox:v1", reg.addr);
+    assert!(d.berth(&["tag", "berthtest/busybox", &r]).status.success());
+    // push, plain (stdout is a pipe)
+    let out = d.berth(&["push", &r]);
+    assert!(out.status.success(), "push: {}", s(&out.stderr));
+    let lines = stable_lines(&out.stdout);
+    assert_eq!(
+        lines[0],
+        format!(
+            "The push refers to repository [{}/berthtest/busybox]",
+            reg.addr
+        )
+    );
+    assert!(lines.iter().any(|l| l.ends_with(": Pushed")), "{lines:?}");
+    assert!(
+        lines.last().unwrap().starts_with("v1: digest: sha256:"),
+        "{lines:?}"
+    );
+    // pull, plain: the same lines as docker's pull (base layer removed so layers are fetched)
+    let clean = |d: &Daemon| {
+        for i in [r.as_str(), "berthtest/busybox"] {
+            let _ = d.docker(&["rmi", i]);
+        }
+    };
+    clean(d);
+    let k = d.docker(&["pull", &r]);
+    assert!(k.status.success(), "docker pull: {}", s(&k.stderr));
+    clean(d);
+    let b = d.berth(&["pull", &r]);
+    assert!(b.status.success(), "berth pull: {}", s(&b.stderr));
+    assert_eq!(stable_lines(&b.stdout), stable_lines(&k.stdout));
+    assert!(
+        s(&b.stdout).contains(": Pull complete\n"),
+        "{}",
+        s(&b.stdout)
+    );
+    assert!(s(&b.stdout).ends_with(&format!("{r}\n")));
+    // -q: only the reference
+    let b = d.berth(&["pull", "-q", &r]);
+    assert_eq!(s(&b.stdout), format!("{r}\n"));
+    // pull on a terminal: progress bars drawn with cursor control, ending with the reference
+    clean(d);
+    let (master, slave) = openpty();
+    let mut child = Command::new(BERTH)
+        .args(["-H", &d.sock, "pull", &r])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let master = std::fs::File::from(master);
+    let mut acc = String::new();
+    expect(&master, &mut acc, &format!("{r}\r\n"));
+    assert!(child.wait().unwrap().success());
+    assert!(acc.contains("Pull complete"), "{acc:?}");
+    assert!(
+        acc.contains("\x1b["),
+        "terminal mode redraws lines: {acc:?}"
+    );
+    // --progress plain on a terminal gives plain lines
+    clean(d);
+    let (master, slave) = openpty();
+    let mut child = Command::new(BERTH)
+        .args(["-H", &d.sock, "pull", "--progress", "plain", &r])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let master = std::fs::File::from(master);
+    let mut acc = String::new();
+    expect(&master, &mut acc, &format!("{r}\r\n"));
+    assert!(child.wait().unwrap().success());
+    assert!(acc.contains(": Pull complete\r\n"), "{acc:?}");
+    assert!(!acc.contains('\x1b'), "plain mode has no escapes: {acc:?}");
+}
