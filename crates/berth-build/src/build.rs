@@ -1872,3 +1872,66 @@ struct Ctx<'c> {
     progress: &'c (dyn Fn(&Event) + Sync),
     total: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_dependencies_come_from_from_copy_and_run_mounts() {
+        let df = berth_dockerfile::parse(
+            "ARG B=base\nFROM busybox AS base\nFROM busybox AS other\nFROM ${B} AS a\n\
+             FROM busybox AS b\nCOPY --from=other /x /x\nRUN --mount=type=bind,from=a,target=/a true\n\
+             COPY --from=alpine /y /y\nFROM b\n",
+        )
+        .unwrap();
+        let g = df.global_args(&BTreeMap::new()).unwrap();
+        assert_eq!(deps(&df, 0, &g), BTreeSet::new());
+        assert_eq!(deps(&df, 2, &g), BTreeSet::from([0]));
+        assert_eq!(
+            deps(&df, 3, &g),
+            BTreeSet::from([1, 2]),
+            "images are not stages"
+        );
+        assert_eq!(deps(&df, 4, &g), BTreeSet::from([3]));
+    }
+
+    #[test]
+    fn history_formats() {
+        assert_eq!(quote_args(&["sh".into()]), "[\"sh\"]");
+        assert_eq!(
+            nop(format!(
+                "CMD {}",
+                quote_args(&["/bin/sh".into(), "-c".into(), "a b".into()])
+            )),
+            "/bin/sh -c #(nop)  CMD [\"/bin/sh\" \"-c\" \"a b\"]"
+        );
+    }
+
+    #[test]
+    fn platform_args_name_both_platforms() {
+        let p = Platform::parse("linux/arm/v7").unwrap();
+        let a: BTreeMap<String, String> = platform_args(&p).into_iter().collect();
+        assert_eq!(a["TARGETPLATFORM"], "linux/arm/v7");
+        assert_eq!(a["BUILDARCH"], "arm");
+        assert_eq!(a["TARGETVARIANT"], "v7");
+    }
+
+    #[test]
+    fn lowers_come_from_overlay_options() {
+        let m = vec![Mount {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![
+                "workdir=/w".into(),
+                "upperdir=/u".into(),
+                "lowerdir=/l2:/l1".into(),
+            ],
+        }];
+        assert_eq!(
+            lowers_of(&m),
+            vec![PathBuf::from("/l2"), PathBuf::from("/l1")]
+        );
+        assert!(lowers_of(&[]).is_empty());
+    }
+}

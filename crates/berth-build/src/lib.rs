@@ -149,3 +149,37 @@ impl Event {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_stream_lines() {
+        let id: berth_core::Digest =
+            "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+                .parse()
+                .unwrap();
+        let ev = [
+            Event::Step {
+                step: 1,
+                total: 2,
+                stage: 0,
+                instruction: "FROM busybox".into(),
+            },
+            Event::CacheHit { step: 1 },
+            Event::StepDone {
+                step: 1,
+                id: "abcdefabcdef".into(),
+                duration: Duration::ZERO,
+            },
+            Event::Built { id },
+            Event::Tagged { name: "x:y".into() },
+        ];
+        let s: String = ev.iter().map(Event::legacy_stream).collect();
+        assert_eq!(
+            s,
+            "Step 1/2 : FROM busybox\n ---> Using cache\n ---> abcdefabcdef\nSuccessfully built 0123456789ab\nSuccessfully tagged x:y\n"
+        );
+    }
+}

@@ -240,3 +240,51 @@ impl StepRunner for OciRunner {
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(network: StepNetwork) -> RunRequest {
+        RunRequest {
+            id: "x".into(),
+            rootfs: Vec::new(),
+            args: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+            env: vec!["A=1".into()],
+            user: (1000, 50),
+            additional_gids: vec![7],
+            workdir: "/app".into(),
+            network,
+            mounts: vec![StepMount {
+                destination: "/run/secrets/s".into(),
+                kind: "bind".into(),
+                source: "/tmp/s".into(),
+                options: vec!["rbind".into(), "ro".into()],
+            }],
+        }
+    }
+
+    #[test]
+    fn step_spec_shape() {
+        let s = step_spec(&req(StepNetwork::Private));
+        assert_eq!(s["process"]["args"][2], "true");
+        assert_eq!(s["process"]["cwd"], "/app");
+        assert_eq!(s["process"]["user"]["uid"], 1000);
+        assert_eq!(s["process"]["user"]["additionalGids"][0], 7);
+        assert_eq!(s["process"]["terminal"], false);
+        assert_eq!(s["root"]["readonly"], false);
+        let mounts = s["mounts"].as_array().unwrap();
+        assert_eq!(mounts.last().unwrap()["destination"], "/run/secrets/s");
+        let has_net = |s: &Value| {
+            s["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["type"] == "network")
+        };
+        assert!(has_net(&s));
+        assert!(!has_net(&step_spec(&req(StepNetwork::Host))));
+        // the spec parses as an OCI runtime spec
+        berth_runtime::spec::parse(s.to_string().as_bytes()).unwrap();
+    }
+}
