@@ -713,3 +713,33 @@ fn docker_io_pulls_go_to_the_first_working_mirror() {
         .iter()
         .any(|q| q == "HEAD /v2/berthtest/img/manifests/v1"));
 }
+
+#[test]
+fn two_pulls_of_the_same_image_into_one_root_both_succeed() {
+    let r = start(Fake::default());
+    let img = make_image(&r.fake, &Platform::host(), &one_layer(8, 2 << 20));
+    tag(&r.fake, "v1", MANIFEST_MT, &img.manifest);
+    *r.fake.slow.lock().unwrap() = Some(Duration::from_millis(5));
+    let tmp = tempfile::tempdir().unwrap();
+    let rf = reference(&r, "berthtest/img:v1");
+    let results: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                let (rf, root, h) = (&rf, tmp.path(), r.rt.handle().clone());
+                s.spawn(move || {
+                    let svc = ImageService::open(root).unwrap();
+                    pull(&svc, &client(1 << 20), &h, rf, &|_| {}).map(|p| p.target)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for res in results {
+        assert_eq!(res.unwrap(), Digest::sha256_of(&img.manifest));
+    }
+    let svc = ImageService::open(tmp.path()).unwrap();
+    assert_eq!(
+        read_image_file(&svc, &rf.to_string(), "blob.bin"),
+        noise(2 << 20, 8)
+    );
+}

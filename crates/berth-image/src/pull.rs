@@ -152,6 +152,8 @@ pub struct PullResult {
 }
 
 const COPY_BUF: usize = 256 << 10;
+/// How long a layer waits for another pull that holds its ingest.
+const LOCKED_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl ImageService {
     /// Pull an image: `top` is the resolved manifest or index of `name` (already fetched and
@@ -364,16 +366,23 @@ impl ImageService {
     ) -> Result<(), ImageError> {
         let progress = |s| (opts.progress)(Progress::new(&l.digest, s));
         let reference = format!("pull-{}", l.digest);
-        let mut w = match self
-            .content()
-            .writer(&reference, Some(Expected::new(l.digest.clone(), l.size)))
-        {
-            Ok(w) => w,
-            Err(ContentError::AlreadyExists(_)) => {
-                progress(ProgressStatus::DownloadComplete);
-                return Ok(());
+        // Another pull (this process or another) may be fetching the same layer: wait for it.
+        let started = std::time::Instant::now();
+        let mut w = loop {
+            match self
+                .content()
+                .writer(&reference, Some(Expected::new(l.digest.clone(), l.size)))
+            {
+                Ok(w) => break w,
+                Err(ContentError::AlreadyExists(_)) => {
+                    progress(ProgressStatus::DownloadComplete);
+                    return Ok(());
+                }
+                Err(ContentError::Locked(_)) if started.elapsed() < LOCKED_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(e).ctx(|| format!("open ingest for layer {}", l.digest)),
             }
-            Err(e) => return Err(e).ctx(|| format!("open ingest for layer {}", l.digest)),
         };
         // Staging needs the whole stream: only for a download that starts at 0.
         let mut job = if w.offset() == 0 && l.size >= STAGE_MIN_SIZE {
