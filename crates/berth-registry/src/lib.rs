@@ -86,6 +86,9 @@ impl Config {
 
 const STRIPES: usize = 64;
 
+/// Upload sessions whose writers stay open between requests.
+pub const MAX_PARKED: usize = 1024;
+
 pub(crate) struct Inner {
     pub(crate) cfg: Config,
     pub(crate) store: LocalStore,
@@ -106,12 +109,13 @@ impl Inner {
             .remove(id)
     }
 
-    /// Park upload `id`'s writer until its next request.
+    /// Park upload `id`'s writer until its next request. Past [`MAX_PARKED`] open sessions
+    /// the writer is closed instead (its next request re-hashes): sessions cannot exhaust fds.
     pub(crate) fn park_writer(&self, id: &str, w: berth_content::Writer) {
-        self.writers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), w);
+        let mut map = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() < MAX_PARKED {
+            map.insert(id.to_string(), w);
+        }
     }
 
     /// The lock serialising commits, mounts, manifest pushes and GC deletion of `d`.
