@@ -229,7 +229,7 @@ impl Ruleset {
 pub enum Backend {
     /// `nft` is installed.
     Nft,
-    /// Only `iptables` is (rules are not implemented for it yet).
+    /// Only `iptables` is (see [`crate::iptables`]).
     Iptables,
     /// Neither.
     Missing,
@@ -316,8 +316,11 @@ pub fn apply_ports(table: &str, rules: &Ruleset) -> Result<()> {
 
 /// Deletes the whole table (the user chain with it); a missing table is not an error.
 pub fn delete_table(table: &str) -> Result<()> {
-    if detect() != Backend::Nft || !table_exists(table) {
-        return Ok(());
+    match detect() {
+        Backend::Iptables => return crate::iptables::delete(table),
+        Backend::Missing => return Ok(()),
+        Backend::Nft if !table_exists(table) => return Ok(()),
+        Backend::Nft => {}
     }
     nft_apply(
         table,

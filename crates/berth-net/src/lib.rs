@@ -35,7 +35,8 @@
 //!   127.0.0.0/8 arriving from them; no userland proxy. Hairpin uses masquerade of DNATed
 //!   traffic plus `hairpin_mode` on bridge ports (br_netfilter bridges it back out the same port).
 //!   Host ports are reserved by binding (not listening) a socket while published.
-//!   Only nft is implemented: with iptables alone, operations fail with `Unsupported`.
+//!   Where `nft` is missing, [`iptables`] renders the same [`firewall::Ruleset`] into berth's own
+//!   chains through `iptables-restore --noflush`.
 //! - **DNS** listens on each user-defined network's gateway, port 53, in the host namespace;
 //!   containers get `nameserver <gateway>`. Unknown names are relayed to the host's non-loopback
 //!   resolvers with a 2 s deadline (SERVFAIL after it), below the clients' 5 s.
@@ -53,6 +54,7 @@ pub mod error;
 pub mod files;
 pub mod firewall;
 pub mod ipam;
+pub mod iptables;
 pub mod manager;
 pub mod mode;
 pub mod netlink;

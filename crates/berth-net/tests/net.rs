@@ -933,3 +933,48 @@ fn default_bridge_mtu_labels_prune() {
     assert!(f.mgr().network("bridge").is_ok() && f.mgr().network(&net.name).is_ok());
     f.finish();
 }
+
+/// The iptables fallback, exercised inside a test namespace (its tables are the namespace's own,
+/// so the host's firewall is never touched).
+#[test]
+fn iptables_fallback_in_a_namespace() {
+    use berth_net::firewall::{FwNetwork, FwPort, Ruleset};
+    use berth_net::PortMapping;
+    let mut f = Fixture::new();
+    let (_ns, p) = f.netns();
+    let table = f.table.clone();
+    let res = std::thread::spawn(move || -> Result<(), String> {
+        let fd = std::fs::File::open(&p).unwrap();
+        rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&fd), Some(rustix::thread::LinkNameSpaceType::Network)).unwrap();
+        let rules = Ruleset {
+            networks: vec![
+                FwNetwork { bridge: "bta".into(), subnet: "10.213.1.0/24".parse().unwrap(), internal: false },
+                FwNetwork { bridge: "btb".into(), subnet: "10.213.2.0/24".parse().unwrap(), internal: true },
+            ],
+            ports: vec![FwPort {
+                container_ip: Ipv4Addr::new(10, 213, 1, 2),
+                mapping: PortMapping { host_ip: Some(Ipv4Addr::LOCALHOST), host_port: 8080, container_port: 80, proto: Proto::Tcp },
+            }],
+        };
+        let save = || String::from_utf8_lossy(&Command::new("iptables-save").output().unwrap().stdout).into_owned();
+        berth_net::iptables::apply(&table, &rules).map_err(|e| e.to_string())?;
+        // a rule the host's admin put into the user chain survives re-applies
+        assert!(Command::new("iptables").args(["-A", &format!("{table}-USER"), "-s", "10.213.9.9/32", "-j", "DROP"]).status().unwrap().success());
+        berth_net::iptables::apply(&table, &rules).map_err(|e| e.to_string())?;
+        let s = save();
+        assert_eq!(s.matches(&format!("-A FORWARD -j {table}-FWD")).count(), 1, "one jump after two applies:\n{s}");
+        assert!(s.contains(&format!("-A {table}-PORTS -d 127.0.0.1/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.213.1.2:80")), "{s}");
+        assert!(s.contains(&format!("-A {table}-USER -s 10.213.9.9/32 -j DROP")), "user rule kept:\n{s}");
+        assert!(s.contains(&format!("-A {table}-FWD -i btb ! -o btb -j DROP")), "{s}");
+        berth_net::iptables::apply(&table, &Ruleset::default()).map_err(|e| e.to_string())?;
+        assert!(!save().contains("DNAT"), "rules replaced");
+        berth_net::iptables::delete(&table).map_err(|e| e.to_string())?;
+        let s = save();
+        assert!(!s.contains(&table), "nothing left:\n{s}");
+        Ok(())
+    })
+    .join()
+    .unwrap();
+    res.expect("iptables fallback");
+    f.finish();
+}
