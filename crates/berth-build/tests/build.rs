@@ -623,7 +623,7 @@ fn run_heredocs_mounts_and_user() {
         RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/t && cat /scratch/t > /from-tmpfs\n\
         RUN --mount=type=bind,source=data,target=/mnt/rw,rw echo changed > /mnt/rw/in.txt\n\
         USER app\nRUN id -u > /tmp/uid && id -g >> /tmp/uid\n\
-        USER 0\nRUN --network=none cat /proc/net/dev | grep -c : > /netdevs\n";
+        USER 0\nRUN --network=none cat /proc/net/dev | grep -c : > /netdevs && ip link show lo > /lo && ping -c1 -W2 127.0.0.1 > /dev/null && echo ok > /ping\n";
     let (r, _) = env.build(&ctx, df, |_| {}).unwrap();
     let root = env.unpack(&r.id.to_string());
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
