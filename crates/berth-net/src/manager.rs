@@ -163,12 +163,15 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The DNS names of this endpoint: name, aliases, short container id.
-    pub fn dns_names(&self) -> Vec<String> {
+    /// The DNS names of this endpoint on `network`: name, aliases, short container id, and each
+    /// of them qualified with the network's name (`web.mynet`).
+    pub fn dns_names(&self, network: &str) -> Vec<String> {
         let mut v = vec![self.name.clone()];
         v.extend(self.aliases.iter().cloned());
         v.push(self.container_id.chars().take(12).collect());
         v.retain(|n| !n.is_empty());
+        let qualified: Vec<String> = v.iter().map(|n| format!("{n}.{network}")).collect();
+        v.extend(qualified);
         v
     }
 }
@@ -386,7 +389,7 @@ impl Manager {
                         .values()
                         .filter(|e| e.network_id == n.id)
                     {
-                        srv.set(&e.id, &e.dns_names(), e.ip);
+                        srv.set(&e.id, &e.dns_names(&n.name), e.ip);
                     }
                     inner.dns.insert(n.id.clone(), srv);
                 }
@@ -806,7 +809,7 @@ impl Manager {
             return Err(e);
         }
         if let Some(srv) = inner.dns.get(&net.id) {
-            srv.set(&id, &ep.dns_names(), ip);
+            srv.set(&id, &ep.dns_names(&net.name), ip);
         }
         inner.reservations.insert(id, fds);
         Ok(ep)

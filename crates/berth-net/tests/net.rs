@@ -312,6 +312,16 @@ fn bridge_endpoints_ping_dns_disconnect() {
     assert_eq!(dns_query(dns, "web"), vec![e1.ip]);
     assert_eq!(dns_query(dns, "FRONTEND."), vec![e1.ip]);
     assert_eq!(dns_query(dns, "db"), vec![e2.ip]);
+    assert_eq!(
+        dns_query(dns, &format!("db.{}", net.name)),
+        vec![e2.ip],
+        "network-qualified name"
+    );
+    assert_eq!(
+        dns_query(dns, &e2.container_id),
+        vec![e2.ip],
+        "(short) container id"
+    );
     let out = ok(&[
         "ip",
         "netns",
