@@ -302,6 +302,20 @@ fn basic_and_token_auth_with_berth_registry() {
         let e = push(&src, &client(1 << 20), rt.handle(), &local, &dest, &|_| {}).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unauthorized, "token={token}: {e}");
 
+        // login checks the credentials against /v2/ (answering the basic or bearer challenge).
+        let config = tmp.path().join(format!("home-{token}/.docker/config.json"));
+        let anon = client(1 << 20);
+        let bad = berth_distribution::Credentials::new("carol", "wrong");
+        let e = rt
+            .block_on(berth_distribution::login(&anon, &host, &bad, &config))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unauthorized, "token={token}: {e}");
+        let good = berth_distribution::Credentials::new("carol", "pa55");
+        rt.block_on(berth_distribution::login(&anon, &host, &good, &config))
+            .unwrap();
+        let saved = berth_distribution::DockerConfig::load(&config).unwrap();
+        assert_eq!(saved.credentials(&host).unwrap(), Some(good));
+
         let mut cfg = berth_distribution::ClientConfig {
             docker_config: None,
             chunk_size: 1 << 20,

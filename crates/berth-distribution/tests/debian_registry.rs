@@ -205,3 +205,52 @@ fn basic_auth_login_logout_with_debian_docker_registry() {
     assert!(doc["auths"].get(&reg.host).is_none());
     assert!(!logout(&reg.host, &config).unwrap());
 }
+
+/// Push/pull throughput of a ~200 MB image (half random, half text) between a berth data root
+/// and Debian's docker-registry with berth's client. Not a test: `--run-ignored only bench`.
+#[test]
+#[ignore]
+fn bench_push_pull_debian_registry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(reg) = start_registry(&tmp.path().join("reg"), None) else {
+        return;
+    };
+    let mb: usize = std::env::var("BERTH_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let rt = runtime();
+    let svc = berth_image::ImageService::open(tmp.path().join("src")).unwrap();
+    let quarter = (mb << 20) / 4;
+    let text: Vec<u8> = "lorem ipsum dolor sit amet, consectetur adipiscing elit\n"
+        .bytes()
+        .cycle()
+        .take(quarter)
+        .collect();
+    let files = vec![
+        ("r1.bin".to_string(), noise(quarter, 1)),
+        ("r2.bin".to_string(), noise(quarter, 2)),
+        ("t1.txt".to_string(), text.clone()),
+        ("t2.txt".to_string(), text),
+    ];
+    svc.import(
+        &rootfs_tar(&files)[..],
+        Some("berthtest/bench:v1"),
+        &berth_image::ImportOptions::default(),
+    )
+    .unwrap();
+    let c = client(16 << 20);
+    let dest: Reference = format!("{}/berthtest/bench:v1", reg.host).parse().unwrap();
+    let t = Instant::now();
+    push(&svc, &c, rt.handle(), "berthtest/bench:v1", &dest, &|_| {}).unwrap();
+    let push_s = t.elapsed().as_secs_f64();
+    let dst = berth_image::ImageService::open(tmp.path().join("dst")).unwrap();
+    let t = Instant::now();
+    pull(&dst, &c, rt.handle(), &dest, &|_| {}).unwrap();
+    let pull_s = t.elapsed().as_secs_f64();
+    println!(
+        "docker-registry: {mb} MiB image (uncompressed layers): push {push_s:.2}s = {:.1} MiB/s; pull+unpack {pull_s:.2}s = {:.1} MiB/s",
+        mb as f64 / push_s,
+        mb as f64 / pull_s
+    );
+}
