@@ -141,6 +141,16 @@ fn required(
 }
 
 fn unauthorized(inner: &Inner, need: &[(String, String, &'static str)], message: &str) -> ApiError {
+    unauthorized_with(inner, need, message, None)
+}
+
+/// A 401 with the challenge for `need`; `bearer_error` is RFC 6750's `error=` parameter.
+fn unauthorized_with(
+    inner: &Inner,
+    need: &[(String, String, &'static str)],
+    message: &str,
+    bearer_error: Option<&str>,
+) -> ApiError {
     let challenge = match &inner.token {
         Some(t) => {
             let mut c = format!("Bearer realm=\"{}\",service=\"{}\"", t.realm, t.service);
@@ -164,6 +174,9 @@ fn unauthorized(inner: &Inner, need: &[(String, String, &'static str)], message:
             if !scopes.is_empty() {
                 let s: Vec<String> = scopes.iter().map(Access::scope).collect();
                 c.push_str(&format!(",scope=\"{}\"", s.join(" ")));
+            }
+            if let Some(e) = bearer_error {
+                c.push_str(&format!(",error=\"{e}\""));
             }
             c
         }
@@ -195,10 +208,15 @@ fn authorize(
             return Err(unauthorized(inner, need, "authentication required"));
         };
         let claims = auth::verify(tcfg, tok.trim(), meta::now_secs())
-            .map_err(|e| unauthorized(inner, need, &e))?;
+            .map_err(|e| unauthorized_with(inner, need, &e, Some("invalid_token")))?;
         for (k, n, a) in need {
             if !claims.access.iter().any(|g| g.allows(k, n, a)) {
-                return Err(unauthorized(inner, need, "insufficient scope"));
+                return Err(unauthorized_with(
+                    inner,
+                    need,
+                    "insufficient scope",
+                    Some("insufficient_scope"),
+                ));
             }
         }
         return Ok(claims.sub);

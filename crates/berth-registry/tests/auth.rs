@@ -217,10 +217,9 @@ async fn token_flow_with_scopes() {
     )
     .await;
     assert_eq!(r.status, 401);
-    assert_eq!(
-        parse_challenge(&r.header("www-authenticate").expect("challenge"))["scope"],
-        "repository:team/other:pull"
-    );
+    let ch = parse_challenge(&r.header("www-authenticate").expect("challenge"));
+    assert_eq!(ch["scope"], "repository:team/other:pull");
+    assert_eq!(ch["error"], "insufficient_scope");
     let r = send(
         a,
         "DELETE",
@@ -231,9 +230,11 @@ async fn token_flow_with_scopes() {
     .await;
     assert_eq!(r.status, 401);
     // A tampered token is refused.
-    let mut forged = tok.clone();
-    forged.pop();
-    forged.push(if tok.ends_with('A') { 'B' } else { 'A' });
+    // Flip one character in the middle of the signature.
+    let mut forged: Vec<char> = tok.chars().collect();
+    let i = forged.len() - 10;
+    forged[i] = if forged[i] == 'A' { 'B' } else { 'A' };
+    let forged: String = forged.into_iter().collect();
     let r = send(
         a,
         "GET",
@@ -243,6 +244,8 @@ async fn token_flow_with_scopes() {
     )
     .await;
     assert_eq!(r.status, 401);
+    let ch = parse_challenge(&r.header("www-authenticate").expect("challenge"));
+    assert_eq!(ch["error"], "invalid_token");
     // The OAuth2 password grant (POST, as containerd sends it).
     let form = "grant_type=password&username=alice&password=s3cret&service=berth-test-registry&client_id=test&scope=repository%3Ateam%2Fapp%3Apull";
     let r = send(
