@@ -743,3 +743,91 @@ fn two_pulls_of_the_same_image_into_one_root_both_succeed() {
         noise(2 << 20, 8)
     );
 }
+
+#[test]
+fn gzip_layers_are_verified_against_diff_ids_and_unpacked() {
+    use std::io::Write;
+    let r = start(Fake::default());
+    let files = vec![
+        ("gz/random.bin".to_string(), noise(3 << 20, 9)),
+        ("gz/hello.txt".to_string(), b"hello gzip\n".to_vec()),
+    ];
+    let tar = rootfs_tar(&files);
+    let diff_id = Digest::sha256_of(&tar);
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&tar).unwrap();
+    let gz = Bytes::from(enc.finish().unwrap());
+    let gz_digest = Digest::sha256_of(&gz);
+    r.fake
+        .blobs
+        .lock()
+        .unwrap()
+        .insert(gz_digest.to_string(), gz.clone());
+    let p = Platform::host();
+    let cfg = Bytes::from(
+        json!({"architecture": p.architecture, "os": p.os,
+               "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]}, "config": {}})
+        .to_string(),
+    );
+    let cfg_digest = Digest::sha256_of(&cfg);
+    r.fake
+        .blobs
+        .lock()
+        .unwrap()
+        .insert(cfg_digest.to_string(), cfg.clone());
+    let manifest = Bytes::from(
+        json!({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+               "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": cfg_digest.to_string(), "size": cfg.len()},
+               "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": gz_digest.to_string(), "size": gz.len()}]})
+        .to_string(),
+    );
+    tag(
+        &r.fake,
+        "gz",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        &manifest,
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = ImageService::open(tmp.path()).unwrap();
+    let rf = reference(&r, "berthtest/gz:gz");
+    pull(&svc, &client(1 << 20), r.rt.handle(), &rf, &|_| {}).unwrap();
+    let img = svc.resolve(&rf.to_string()).unwrap();
+    assert_eq!(img.config.rootfs.diff_ids, vec![diff_id]);
+    for (path, data) in &files {
+        assert_eq!(&read_image_file(&svc, &rf.to_string(), path), data);
+    }
+
+    // The same layer under a config claiming another diff id: refused, nothing registered.
+    let bad_cfg = Bytes::from(
+        json!({"architecture": p.architecture, "os": p.os,
+               "rootfs": {"type": "layers", "diff_ids": [Digest::sha256_of(b"other").to_string()]}, "config": {}})
+        .to_string(),
+    );
+    let bad_cfg_digest = Digest::sha256_of(&bad_cfg);
+    r.fake
+        .blobs
+        .lock()
+        .unwrap()
+        .insert(bad_cfg_digest.to_string(), bad_cfg.clone());
+    let bad = String::from_utf8(manifest.to_vec())
+        .unwrap()
+        .replace(&cfg_digest.to_string(), &bad_cfg_digest.to_string())
+        .replace(
+            &format!("\"size\":{}", cfg.len()),
+            &format!("\"size\":{}", bad_cfg.len()),
+        );
+    tag(
+        &r.fake,
+        "bad",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        &Bytes::from(bad),
+    );
+    let svc2 = ImageService::open(tmp.path().join("fresh")).unwrap();
+    let bad_ref = reference(&r, "berthtest/gz:bad");
+    let e = pull(&svc2, &client(1 << 20), r.rt.handle(), &bad_ref, &|_| {}).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert_eq!(
+        svc2.resolve(&bad_ref.to_string()).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
