@@ -187,11 +187,12 @@ impl ApiError {
         self
     }
 
-    /// An internal failure; the message is logged and sent.
+    /// An internal failure: the details (paths, OS errors) go to the log, the client gets a
+    /// generic message with an id to find them.
     pub fn internal(message: impl std::fmt::Display) -> Self {
-        let message = message.to_string();
-        tracing::error!(error = %message, "registry internal error");
-        ApiError::new(Code::Unknown, message)
+        let id = crate::auth::random_hex(6);
+        tracing::error!(error = %message, error_id = %id, "registry internal error");
+        ApiError::new(Code::Unknown, format!("internal error {id} (see the registry log)"))
     }
 
     /// The JSON body per the spec's error format.
