@@ -831,3 +831,24 @@ fn gzip_layers_are_verified_against_diff_ids_and_unpacked() {
         ErrorKind::NotFound
     );
 }
+
+#[test]
+fn pull_runs_from_spawn_blocking_inside_the_runtime() {
+    // The engine's way: an async handler hands the blocking pull to spawn_blocking.
+    let r = start(Fake::default());
+    let img = make_image(&r.fake, &Platform::host(), &one_layer(12, 50_000));
+    tag(&r.fake, "v1", MANIFEST_MT, &img.manifest);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let rf = reference(&r, "berthtest/img:v1");
+    let got = r.rt.block_on(async move {
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let svc = ImageService::open(&root).unwrap();
+            pull(&svc, &client(1 << 20), &handle, &rf, &|_| {}).map(|p| p.target)
+        })
+        .await
+        .unwrap()
+    });
+    assert_eq!(got.unwrap(), Digest::sha256_of(&img.manifest));
+}
