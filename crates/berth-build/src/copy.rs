@@ -269,22 +269,22 @@ pub fn plan(
         if exclude.is_excluded(&src) {
             continue;
         }
+        let named = src.clone();
+        let (src, md) = resolve_top(tree, &src, cmd)?;
         let abs = tree.root.join(&src);
-        let md = std::fs::symlink_metadata(&abs)
-            .map_err(|e| BuildError::io(format!("{cmd}: stat {src}"), e))?;
         let dest_top = if opts.parents {
-            join(&dest_clean, &src)
+            join(&dest_clean, &named)
         } else if md.is_dir() {
             dest_clean.clone()
         } else if into_dir {
-            join(&dest_clean, base(&src))
+            join(&dest_clean, base(&named))
         } else {
             dest_clean.clone()
         };
         if opts.parents {
             // keep the source's parent directories under the destination
             let mut acc = dest_clean.clone();
-            let comps: Vec<&str> = src.split('/').collect();
+            let comps: Vec<&str> = named.split('/').collect();
             for c in &comps[..comps.len().saturating_sub(1)] {
                 acc = join(&acc, c);
                 push_dir(&mut entries, &mut made, acc.clone(), 0o755, 0);
@@ -338,6 +338,45 @@ pub fn plan(
         entries,
         owner: opts.owner.unwrap_or((0, 0)),
     })
+}
+
+/// A source named by the Dockerfile is followed when it is a symlink, as Docker does, but
+/// resolved inside the tree's root (`RESOLVE_IN_ROOT`): the result is a path of the tree.
+fn resolve_top(
+    tree: &SourceTree,
+    src: &str,
+    cmd: &str,
+) -> Result<(String, std::fs::Metadata), BuildError> {
+    let md = std::fs::symlink_metadata(tree.root.join(src))
+        .map_err(|e| BuildError::io(format!("{cmd}: stat {src}"), e))?;
+    if !md.file_type().is_symlink() {
+        return Ok((src.to_owned(), md));
+    }
+    let missing = || {
+        BuildError::NotFound(format!(
+            "{cmd} failed: {src} is a symlink to a file that is not in the build tree"
+        ))
+    };
+    let root_fd = fsutil::open_root(&tree.root)?;
+    let fd = fsutil::open_in(&root_fd, src, OFlags::PATH).map_err(|_| missing())?;
+    let real = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
+    .map_err(|e| BuildError::io(format!("{cmd}: resolve {src}"), e))?;
+    let root_real = std::fs::canonicalize(&tree.root)
+        .map_err(|e| BuildError::io(format!("resolve {}", tree.root.display()), e))?;
+    let rel = real
+        .strip_prefix(&root_real)
+        .map_err(|_| missing())?
+        .to_string_lossy()
+        .into_owned();
+    if !rel.is_empty() && !tree.paths.contains(&rel) {
+        return Err(missing());
+    }
+    let md = std::fs::symlink_metadata(tree.root.join(&rel))
+        .map_err(|e| BuildError::io(format!("{cmd}: stat {rel}"), e))?;
+    Ok((rel, md))
 }
 
 fn item_for(

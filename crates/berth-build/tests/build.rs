@@ -774,12 +774,28 @@ fn hostile_paths_stay_inside_their_roots() {
         )
         .unwrap_err();
     assert_eq!(e.kind(), berth_core::ErrorKind::NotFound, "{e}");
-    // a symlink is copied as a symlink, never as the host file it points to
-    let (r, _) = env
+    // a named symlink is followed inside the context only: never to the host file
+    let e = env
         .build(&ctx, "FROM busybox\nCOPY passwd-link /copied\n", |_| {})
+        .unwrap_err();
+    assert_eq!(e.kind(), berth_core::ErrorKind::NotFound, "{e}");
+    std::os::unix::fs::symlink("f", ctx.join("f-link")).unwrap();
+    std::fs::create_dir(ctx.join("d")).unwrap();
+    std::os::unix::fs::symlink("../passwd-link", ctx.join("d/inner-link")).unwrap();
+    let (r, _) = env
+        .build(
+            &ctx,
+            "FROM busybox\nCOPY f-link /followed\nCOPY d /d/\n",
+            |_| {},
+        )
         .unwrap();
     let root = env.unpack(&r.id.to_string());
-    assert!(std::fs::symlink_metadata(root.join("copied"))
+    assert_eq!(
+        std::fs::read_to_string(root.join("followed")).unwrap(),
+        "f\n"
+    );
+    // inside a copied directory, symlinks stay symlinks
+    assert!(std::fs::symlink_metadata(root.join("d/inner-link"))
         .unwrap()
         .file_type()
         .is_symlink());
