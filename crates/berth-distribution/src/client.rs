@@ -51,6 +51,9 @@ pub struct ClientConfig {
     pub retries: u32,
     /// First backoff; doubled per retry.
     pub backoff: Duration,
+    /// Longest wait for a connection, for response headers, or between two chunks of a body;
+    /// a stalled blob download is then resumed like a broken one.
+    pub io_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -65,6 +68,7 @@ impl Default for ClientConfig {
             concurrency: 3,
             retries: 3,
             backoff: Duration::from_millis(200),
+            io_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -171,6 +175,7 @@ pub(crate) struct Endpoint {
     auth: Mutex<AuthState>,
     retries: u32,
     backoff: Duration,
+    io_timeout: Duration,
     /// Token requests made (tests assert scope caching with it).
     pub token_requests: std::sync::atomic::AtomicU64,
 }
@@ -233,7 +238,13 @@ impl Endpoint {
 
     async fn send_once(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>> {
         let uri = req.uri().to_string();
-        self.http.request(req).await.map_err(|e| {
+        let resp = tokio::time::timeout(self.io_timeout, self.http.request(req))
+            .await
+            .map_err(|_| Error::Transport {
+                context: uri.clone(),
+                message: format!("no response within {:?}", self.io_timeout),
+            })?;
+        resp.map_err(|e| {
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
@@ -487,11 +498,15 @@ impl Client {
             None => (None, url_or_host.to_string()),
         };
         let tls = tls_config(&self.cfg.certs_dir, &host)?;
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(self.cfg.io_timeout));
         let conn = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(tcp);
         let http: Http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(conn);
@@ -504,6 +519,7 @@ impl Client {
             auth: Mutex::new(AuthState::default()),
             retries: self.cfg.retries,
             backoff: self.cfg.backoff,
+            io_timeout: self.cfg.io_timeout,
             token_requests: Default::default(),
         };
         let ep = match scheme {
@@ -779,6 +795,7 @@ impl Repository {
         Ok(BlobStream {
             body: resp.into_body(),
             skip,
+            timeout: self.ep.io_timeout,
         })
     }
 
@@ -914,15 +931,23 @@ impl Repository {
 pub struct BlobStream {
     body: Incoming,
     skip: u64,
+    timeout: Duration,
 }
 
 impl BlobStream {
     /// The next chunk of data; `None` at the end.
     pub async fn next(&mut self) -> Option<std::io::Result<Bytes>> {
         loop {
-            let frame = match self.body.frame().await? {
-                Ok(f) => f,
-                Err(e) => return Some(Err(std::io::Error::other(e))),
+            let frame = match tokio::time::timeout(self.timeout, self.body.frame()).await {
+                Err(_) => {
+                    return Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no data for {:?}", self.timeout),
+                    )))
+                }
+                Ok(None) => return None,
+                Ok(Some(Ok(f))) => f,
+                Ok(Some(Err(e))) => return Some(Err(std::io::Error::other(e))),
             };
             let Ok(mut data) = frame.into_data() else {
                 continue;

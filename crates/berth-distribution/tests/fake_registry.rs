@@ -46,6 +46,8 @@ struct Fake {
     max_in_flight: AtomicUsize,
     requested: Mutex<Vec<String>>,
     served_once: AtomicBool,
+    /// With `drop_after`: stall (send nothing more) instead of dropping the connection.
+    stall: AtomicBool,
     /// Answer this many of the next requests with 503.
     fail_next: AtomicUsize,
 }
@@ -198,6 +200,7 @@ async fn handle(State(st): State<Arc<Fake>>, req: Request) -> Response {
         st.max_in_flight.fetch_max(n, Ordering::SeqCst);
         let guard = FlightGuard(st.clone());
         let slow = *st.slow.lock().unwrap();
+        let stall = st.stall.load(Ordering::SeqCst);
         let chunks: Vec<Bytes> = (0..body.len())
             .step_by(32 << 10)
             .map(|i| body.slice(i..(i + (32 << 10)).min(body.len())))
@@ -210,6 +213,10 @@ async fn handle(State(st): State<Arc<Fake>>, req: Request) -> Response {
                 }
                 match it.next() {
                     Some(c) => Some((Ok::<Bytes, std::io::Error>(c), (it, fail, guard))),
+                    None if fail.is_some() && stall => {
+                        std::future::pending::<()>().await;
+                        None
+                    }
                     None if fail.is_some() => {
                         fail.map(|_| (Err(std::io::Error::other("dropped")), (it, None, guard)))
                     }
@@ -851,4 +858,31 @@ fn pull_runs_from_spawn_blocking_inside_the_runtime() {
         .unwrap()
     });
     assert_eq!(got.unwrap(), Digest::sha256_of(&img.manifest));
+}
+
+#[test]
+fn a_stalled_download_times_out_and_resumes() {
+    let r = start(Fake::default());
+    let img = make_image(&r.fake, &Platform::host(), &one_layer(13, 2 << 20));
+    tag(&r.fake, "v1", MANIFEST_MT, &img.manifest);
+    *r.fake.drop_after.lock().unwrap() = Some(600 << 10);
+    r.fake.stall.store(true, Ordering::SeqCst);
+    let c = Client::new(ClientConfig {
+        docker_config: None,
+        io_timeout: Duration::from_millis(500),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = ImageService::open(tmp.path()).unwrap();
+    let rf = reference(&r, "berthtest/img:v1");
+    let t = std::time::Instant::now();
+    pull(&svc, &c, r.rt.handle(), &rf, &|_| {}).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let starts = r.fake.range_starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    assert!(starts[0] > 0 && starts[0] <= 600 << 10, "{starts:?}");
+    assert_eq!(
+        read_image_file(&svc, &rf.to_string(), "blob.bin"),
+        noise(2 << 20, 13)
+    );
 }
