@@ -37,6 +37,11 @@ struct Daemon {
 impl Daemon {
     /// Start a private daemon of `kind`, or None (with the reason printed) when it cannot run.
     fn start(kind: Kind) -> Option<Daemon> {
+        Daemon::start_with(kind, &[])
+    }
+
+    /// Like [`Daemon::start`] with extra daemon arguments.
+    fn start_with(kind: Kind, extra: &[String]) -> Option<Daemon> {
         if Command::new("docker").arg("--version").output().is_err() {
             eprintln!("SKIP: docker CLI not installed");
             return None;
@@ -55,6 +60,7 @@ impl Daemon {
                 .args(["--data-root", &format!("{}/data", root.display())])
                 .args(["--exec-root", &format!("{}/exec", root.display())])
                 .args(["-H", &sock])
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -73,6 +79,7 @@ impl Daemon {
                     "--ip6tables=false",
                 ])
                 .args(["--storage-driver", "vfs"])
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -897,4 +904,147 @@ fn push_pull_progress_plain_and_tty(d: &Daemon) {
     assert!(child.wait().unwrap().success());
     assert!(acc.contains(": Pull complete\r\n"), "{acc:?}");
     assert!(!acc.contains('\x1b'), "plain mode has no escapes: {acc:?}");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+fn make_certs(dir: &Path) -> bool {
+    std::fs::create_dir_all(dir).unwrap();
+    let run = |args: &str| {
+        Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    run("req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 1 -subj /CN=berthtest-ca")
+        && run("req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=berthtest-server")
+        && run("x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server-cert.pem -days 1 -extfile server.ext")
+        && run("req -newkey rsa:2048 -nodes -keyout key.pem -out client.csr -subj /CN=berthtest-client")
+        && run("x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out cert.pem -days 1 -extfile client.ext")
+}
+
+#[test]
+fn tls_tcp_dockerd() {
+    tls_tcp(Kind::Docker)
+}
+
+#[test]
+fn tls_tcp_berthd() {
+    tls_tcp(Kind::Berth)
+}
+
+fn tls_tcp(kind: Kind) {
+    let certs = PathBuf::from(format!("/tmp/berthtest-certs-{}", suffix()));
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(certs.clone());
+    if !make_certs(&certs) {
+        eprintln!("SKIP: openssl not available to make certificates");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tcp = format!("tcp://127.0.0.1:{port}");
+    let p = |n: &str| certs.join(n).to_string_lossy().to_string();
+    let extra = vec![
+        "-H".to_string(),
+        tcp.clone(),
+        "--tlsverify".into(),
+        "--tlscacert".into(),
+        p("ca.pem"),
+        "--tlscert".into(),
+        p("server-cert.pem"),
+        "--tlskey".into(),
+        p("server-key.pem"),
+    ];
+    let Some(d) = Daemon::start_with(kind, &extra) else {
+        return;
+    };
+    // dockerd opens its tcp listener a little after the unix one
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(tcp.trim_start_matches("tcp://")).is_err() {
+        let log = std::fs::read_to_string(d.root.join("daemon.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "no tcp listener: {log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let berth = |args: &[&str], env: &[(&str, String)]| {
+        let mut c = Command::new(BERTH);
+        c.env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CERT_PATH")
+            .env_remove("DOCKER_TLS_VERIFY");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.args(args).output().unwrap()
+    };
+    // verified, explicit files
+    let out = berth(
+        &[
+            "-H",
+            &tcp,
+            "--tlsverify",
+            "--tlscacert",
+            &p("ca.pem"),
+            "--tlscert",
+            &p("cert.pem"),
+            "--tlskey",
+            &p("key.pem"),
+            "images",
+            "--format",
+            "{{.Repository}}",
+        ],
+        &[],
+    );
+    assert_eq!(s(&out.stdout), "berthtest/busybox\n", "{}", s(&out.stderr));
+    // DOCKER_HOST + DOCKER_TLS_VERIFY + DOCKER_CERT_PATH, as the docker CLI
+    let out = berth(
+        &["run", "--rm", "berthtest/busybox", "echo", "over tls"],
+        &[
+            ("DOCKER_HOST", tcp.clone()),
+            ("DOCKER_TLS_VERIFY", "1".into()),
+            ("DOCKER_CERT_PATH", p("")),
+        ],
+    );
+    assert_eq!(s(&out.stdout), "over tls\n", "{}", s(&out.stderr));
+    // the daemon refuses a client without a certificate; plain HTTP to a TLS port is explained
+    let out = berth(
+        &["-H", &tcp, "--tlsverify", "--tlscacert", &p("ca.pem"), "ps"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let out = berth(&["-H", &tcp, "ps"], &[]);
+    assert_ne!(out.status.code(), Some(0));
+    // a CA that did not sign the server is refused
+    let out = berth(
+        &[
+            "-H",
+            &tcp,
+            "--tlsverify",
+            "--tlscacert",
+            &p("cert.pem"),
+            "--tlscert",
+            &p("cert.pem"),
+            "--tlskey",
+            &p("key.pem"),
+            "ps",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!s(&out.stderr).contains("panicked"));
 }

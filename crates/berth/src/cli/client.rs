@@ -61,6 +61,8 @@ pub struct Client {
     pub version: String,
     /// The daemon's OS type header.
     pub os_type: String,
+    /// TLS client configuration for tcp endpoints.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Compare "1.41" style versions.
@@ -89,12 +91,16 @@ pub fn pick_host(flag: Option<&str>) -> String {
 
 impl Client {
     /// Connect to `host` and negotiate the API version with `HEAD /_ping`.
-    pub fn connect(host: &str) -> anyhow::Result<Client> {
+    pub fn connect(
+        host: &str,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> anyhow::Result<Client> {
         let endpoint = Endpoint::parse(host).map_err(anyhow::Error::msg)?;
         let mut c = Client {
             endpoint,
             version: CLIENT_API_VERSION.to_string(),
             os_type: String::new(),
+            tls,
         };
         let mut resp = c.raw("HEAD", "/_ping", &[], Body::None, false)?;
         if resp.status != 200 && resp.status != 500 {
@@ -118,10 +124,13 @@ impl Client {
         body: Body,
         upgrade: bool,
     ) -> anyhow::Result<Response> {
-        let conn = self.endpoint.connect().map_err(|cause| ConnectError {
-            url: self.endpoint.url(),
-            cause,
-        })?;
+        let conn = self
+            .endpoint
+            .connect(self.tls.as_ref())
+            .map_err(|cause| ConnectError {
+                url: self.endpoint.url(),
+                cause,
+            })?;
         let r = http::send(conn, method, path, headers, body, upgrade)
             .map_err(|e| anyhow::anyhow!("{method} {path} on {}: {e}", self.endpoint.url()))?;
         Ok(r)

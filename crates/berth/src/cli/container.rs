@@ -690,6 +690,7 @@ fn watch_resize(c: &Client, path: String) {
         endpoint: c.endpoint.clone(),
         version: c.version.clone(),
         os_type: String::new(),
+        tls: c.tls.clone(),
     };
     std::thread::spawn(move || {
         for _ in sigs.forever() {
@@ -712,7 +713,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     let id = create_container(&c, &a)?;
     if a.detach {
         c.send_ok("POST", &format!("/containers/{id}/start"))
-            .map_err(|e| start_err(e))?;
+            .map_err(start_err)?;
         println!("{id}");
         return Ok(0);
     }

@@ -14,22 +14,44 @@ pub enum Conn {
     Unix(UnixStream),
     /// `tcp://HOST:PORT` (plain).
     Tcp(TcpStream),
+    /// `tcp://HOST:PORT` with TLS.
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
 impl Conn {
     /// A second handle on the same socket (for writing while another thread reads).
+    /// Not available for TLS, whose session state cannot be shared between threads.
     pub fn try_clone(&self) -> io::Result<Conn> {
         Ok(match self {
             Conn::Unix(s) => Conn::Unix(s.try_clone()?),
             Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
+            Conn::Tls(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "interactive streams (stdin) are not supported over TLS yet",
+                ))
+            }
         })
     }
 
     /// Half-close: no more bytes from us.
-    pub fn shutdown_write(&self) {
+    pub fn shutdown_write(&mut self) {
         let _ = match self {
             Conn::Unix(s) => s.shutdown(std::net::Shutdown::Write),
             Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Conn::Tls(s) => {
+                s.conn.send_close_notify();
+                s.flush()
+            }
+        };
+    }
+
+    /// Close both directions (wakes a blocked reader).
+    pub fn shutdown_both(&self) {
+        let _ = match self {
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Conn::Tls(s) => s.sock.shutdown(std::net::Shutdown::Both),
         };
     }
 }
@@ -39,6 +61,11 @@ impl Read for Conn {
         match self {
             Conn::Unix(s) => s.read(b),
             Conn::Tcp(s) => s.read(b),
+            Conn::Tls(s) => match s.read(b) {
+                // a peer closing without close_notify ends the stream, as Go's client treats it
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                r => r,
+            },
         }
     }
 }
@@ -48,12 +75,14 @@ impl Write for Conn {
         match self {
             Conn::Unix(s) => s.write(b),
             Conn::Tcp(s) => s.write(b),
+            Conn::Tls(s) => s.write(b),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Conn::Unix(s) => s.flush(),
             Conn::Tcp(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
         }
     }
 }
@@ -105,14 +134,30 @@ impl Endpoint {
         }
     }
 
-    /// Open a connection.
-    pub fn connect(&self) -> io::Result<Conn> {
+    /// Open a connection (TLS over tcp when `tls` is given).
+    pub fn connect(&self, tls: Option<&std::sync::Arc<rustls::ClientConfig>>) -> io::Result<Conn> {
         match self {
             Endpoint::Unix(p) => UnixStream::connect(p).map(Conn::Unix),
             Endpoint::Tcp(a) => {
                 let s = TcpStream::connect(a)?;
                 let _ = s.set_nodelay(true);
-                Ok(Conn::Tcp(s))
+                match tls {
+                    None => Ok(Conn::Tcp(s)),
+                    Some(cfg) => {
+                        let host = a.rsplit_once(':').map(|(h, _)| h).unwrap_or(a);
+                        let host = host.trim_start_matches('[').trim_end_matches(']');
+                        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                            .map_err(|e| {
+                                io::Error::new(
+                                    io::ErrorKind::InvalidInput,
+                                    format!("server name {host:?}: {e}"),
+                                )
+                            })?;
+                        let c = rustls::ClientConnection::new(cfg.clone(), name)
+                            .map_err(io::Error::other)?;
+                        Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(c, s))))
+                    }
+                }
             }
         }
     }
@@ -257,7 +302,7 @@ pub fn send(
     body: Body,
     upgrade: bool,
 ) -> io::Result<Response> {
-    let mut w = conn.try_clone()?;
+    let mut w = conn;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: api.moby.localhost\r\nUser-Agent: berth-cli/{}\r\n",
         env!("CARGO_PKG_VERSION")
@@ -304,7 +349,7 @@ pub fn send(
         }
     }
     w.flush()?;
-    read_head(conn, method == "HEAD")
+    read_head(w, method == "HEAD")
 }
 
 fn read_head(conn: Conn, head_only: bool) -> io::Result<Response> {
@@ -322,10 +367,12 @@ fn read_head(conn: Conn, head_only: bool) -> io::Result<Response> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("malformed HTTP status line {:?}", line.trim_end()),
-            )
+            let msg = if line.as_bytes().first() == Some(&0x15) {
+                "the daemon answered with TLS: connect with --tls or --tlsverify".to_string()
+            } else {
+                format!("malformed HTTP status line {:?}", line.trim_end())
+            };
+            io::Error::new(io::ErrorKind::InvalidData, msg)
         })?;
     let mut headers = Vec::new();
     loop {

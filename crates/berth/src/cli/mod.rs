@@ -14,6 +14,7 @@ pub mod progress;
 pub mod stream;
 pub mod system;
 pub mod template;
+pub mod tls;
 
 use std::sync::OnceLock;
 
@@ -65,12 +66,19 @@ fn global() -> GlobalOpts {
 pub fn connect() -> anyhow::Result<Client> {
     let g = global();
     let host = client::pick_host(g.host.as_deref());
-    if g.tls || g.tlsverify || std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty()) {
-        anyhow::bail!(
-            "TLS connections (--tls/--tlsverify to {host}) are not supported by this berth client yet; use a unix socket or plain tcp on loopback"
-        );
-    }
-    Client::connect(&host)
+    let cert_dir = std::env::var_os("DOCKER_CERT_PATH")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(system::config_dir);
+    let opts = tls::TlsOptions {
+        tls: g.tls,
+        verify: g.tlsverify || std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty()),
+        ca: g.tlscacert,
+        cert: g.tlscert,
+        key: g.tlskey,
+        cert_dir,
+    };
+    let cfg = tls::client_config(&opts)?;
+    Client::connect(&host, cfg)
 }
 
 /// Client commands in Docker's syntax.
@@ -80,10 +88,10 @@ pub enum ClientCmd {
     #[command(
         after_help = "Examples:\n  berth run --rm busybox echo hello\n  berth run -it --name web -p 8080:80 -v data:/data busybox sh\n  berth run -d --restart unless-stopped busybox sleep 1000"
     )]
-    Run(container::RunArgs),
+    Run(Box<container::RunArgs>),
     /// Create a new container.
     #[command(after_help = "Example:\n  berth create --name web busybox sleep 100")]
-    Create(container::RunArgs),
+    Create(Box<container::RunArgs>),
     /// Start one or more stopped containers.
     #[command(after_help = "Example:\n  berth start -a web")]
     Start(container::StartArgs),
@@ -219,9 +227,9 @@ pub enum ClientCmd {
 #[derive(Subcommand, Debug)]
 pub enum ContainerCmd {
     /// Create and run a new container from an image.
-    Run(container::RunArgs),
+    Run(Box<container::RunArgs>),
     /// Create a new container.
-    Create(container::RunArgs),
+    Create(Box<container::RunArgs>),
     /// Start one or more stopped containers.
     Start(container::StartArgs),
     /// Stop one or more running containers.
@@ -305,8 +313,8 @@ pub fn report(e: &anyhow::Error, is_run: bool) -> i32 {
 fn dispatch(cmd: ClientCmd) -> anyhow::Result<i32> {
     use ClientCmd as C;
     match cmd {
-        C::Run(a) => container::run(a),
-        C::Create(a) => container::create_cmd(a),
+        C::Run(a) => container::run(*a),
+        C::Create(a) => container::create_cmd(*a),
         C::Start(a) => container::start(a),
         C::Stop(a) => container::stop(a, false),
         C::Restart(a) => container::stop(a, true),

@@ -147,16 +147,6 @@ pub fn pump(
     Ok(Pumped { detached: det })
 }
 
-impl Conn {
-    /// Close both directions (wakes a blocked reader).
-    pub fn shutdown_both(&self) {
-        let _ = match self {
-            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Both),
-            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
-        };
-    }
-}
-
 /// Puts the terminal on stdin into raw mode; restores it on drop.
 pub struct RawTerminal {
     saved: Option<rustix::termios::Termios>,

@@ -284,7 +284,8 @@ pub fn info(a: FormatArgs) -> anyhow::Result<i32> {
 
 // ---- credentials (docker's config.json) ----
 
-fn config_dir() -> PathBuf {
+/// The client configuration directory (--config, DOCKER_CONFIG, ~/.docker).
+pub fn config_dir() -> PathBuf {
     if let Some(d) = super::global().config {
         return d;
     }
