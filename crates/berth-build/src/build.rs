@@ -1049,6 +1049,10 @@ impl<'a> Builder<'a> {
             }
             Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) => None,
         };
+        if let (Some(created_by), Instruction::Workdir(_)) = (&config_change, &expanded) {
+            let dir = st.workdir();
+            return self.workdir_step(ctx, num, st, &dir, &expanded, created_by.clone());
+        }
         if let Some(created_by) = config_change {
             let key = sha(&[&st.key, &format!("{expanded:?}")]);
             let created = self.cached_created(&key, ctx)?;
@@ -1115,6 +1119,70 @@ impl<'a> Builder<'a> {
             }
             _ => Ok(()),
         }
+    }
+
+    /// WORKDIR: a config change, plus a layer creating the directory when it is missing.
+    fn workdir_step(
+        &self,
+        ctx: &Ctx<'_>,
+        num: usize,
+        st: &mut State,
+        dir: &str,
+        expanded: &Instruction,
+        created_by: String,
+    ) -> Result<(), BuildError> {
+        let key = sha(&[&st.key, &format!("{expanded:?}")]);
+        if !ctx.opts.no_cache {
+            if let Some(e) = self.cache.get(&key)? {
+                if e.layer.is_none() {
+                    st.key = key;
+                    st.history(&e.created, created_by, true);
+                    return Ok(());
+                }
+            }
+        }
+        if let Some((l, created)) = self.lookup(ctx, &key)? {
+            ctx.shared.hits.fetch_add(1, Ordering::SeqCst);
+            (ctx.progress)(&Event::CacheHit { step: num });
+            self.apply_layer_result(st, key, &l, &created, created_by);
+            return Ok(());
+        }
+        let (active, mounts) = self.prepare(ctx, st)?;
+        let mp = self.work.join(format!("mnt-{}", rand_suffix()));
+        std::fs::create_dir_all(&mp)
+            .map_err(|e| BuildError::io(format!("create {}", mp.display()), e))?;
+        let mut mg = MountGuard {
+            dir: mp.clone(),
+            mounted: false,
+        };
+        berth_snapshot::mount_all(&mounts, &mp)
+            .map_err(|e| BuildError::Snapshot(format!("mount rootfs: {e}")))?;
+        mg.mounted = true;
+        let root = fsutil::open_root(&mp)?;
+        if fsutil::is_dir_in(&root, dir) {
+            drop(root);
+            drop(mg);
+            drop(active);
+            let created = now_rfc3339();
+            self.cache.put(
+                self.images,
+                &key,
+                &Entry {
+                    layer: None,
+                    created: created.clone(),
+                },
+            )?;
+            st.key = key;
+            st.history(&created, created_by, true);
+            return Ok(());
+        }
+        fsutil::mkdir_all_fd(&root, dir)?;
+        drop(root);
+        drop(mg);
+        let (l, created) = self.finish_layer(ctx, st, active, &mounts, &key)?;
+        ctx.shared.executed.fetch_add(1, Ordering::SeqCst);
+        self.apply_layer_result(st, key, &l, &created, created_by);
+        Ok(())
     }
 
     /// The creation time recorded for a config-only step (stable across cached rebuilds).

@@ -523,6 +523,8 @@ fn config_and_history_as_docker_writes_them() {
     assert!(c.env.as_ref().unwrap().contains(&"K=v".to_string()));
     assert!(c.exposed_ports.as_ref().unwrap().contains_key("80/tcp"));
     assert_eq!(c.working_dir, "/app");
+    let root = env.unpack("hist:1");
+    assert!(root.join("app").is_dir(), "WORKDIR creates its directory");
     assert_eq!(c.user, "app");
     assert!(c.volumes.as_ref().unwrap().contains_key("/data"));
     assert_eq!(c.stop_signal.as_deref(), Some("SIGINT"));
