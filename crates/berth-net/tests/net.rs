@@ -988,3 +988,93 @@ fn iptables_fallback_in_a_namespace() {
     res.expect("iptables fallback");
     f.finish();
 }
+
+/// Cost of networking per container start, measured as the engine would pay it: 20 containers
+/// (fresh namespaces) connected one after another, none torn down in between.
+#[test]
+fn connect_cost_per_container() {
+    let mut f = Fixture::new();
+    let net = f.network(1, false, true);
+    let mut plain = vec![];
+    let mut ported = vec![];
+    for i in 0..20 {
+        let (_ns, p) = f.netns();
+        let mut s = f.spec(&format!("k{i}"), &format!("n{i}"), &p);
+        if i % 2 == 1 {
+            s.ports = berth_net::ports::parse_publish("127.0.0.1::80").unwrap();
+        }
+        let t = Instant::now();
+        f.mgr().connect(&net.name, &s).unwrap();
+        if i % 2 == 1 { &mut ported } else { &mut plain }.push(t.elapsed());
+    }
+    plain.sort();
+    ported.sort();
+    eprintln!(
+        "connect per container: median {:?} without ports, {:?} with one published port",
+        plain[plain.len() / 2],
+        ported[ported.len() / 2]
+    );
+    assert_eq!(f.mgr().endpoints(&net.name).unwrap().len(), 20);
+    f.finish();
+}
+
+/// A published port reached from another interface: a namespace standing for an outside
+/// machine, wired to the host by its own veth (prerouting DNAT and forwarding); a
+/// 127.0.0.1-only mapping stays unreachable from there.
+#[test]
+fn published_port_from_another_interface() {
+    let mut f = Fixture::new();
+    let net = f.network(1, false, false);
+    let (ns1, p1) = f.netns();
+    let (ext, _) = f.netns();
+    let link = f.subnet();
+    let (host_ip, ext_ip) = (link.nth(1).unwrap(), link.nth(2).unwrap());
+    let (hx, ey) = (format!("bt{}x", f.sfx), format!("bt{}y", f.sfx));
+    ok(&[
+        "ip", "link", "add", &hx, "type", "veth", "peer", "name", &ey, "netns", &ext,
+    ]);
+    ok(&["ip", "addr", "add", &format!("{host_ip}/24"), "dev", &hx]);
+    ok(&["ip", "link", "set", &hx, "up"]);
+    std::fs::write(format!("/proc/sys/net/ipv4/conf/{hx}/forwarding"), "1").unwrap();
+    ok(&[
+        "ip",
+        "-n",
+        &ext,
+        "addr",
+        "add",
+        &format!("{ext_ip}/24"),
+        "dev",
+        &ey,
+    ]);
+    ok(&["ip", "-n", &ext, "link", "set", &ey, "up"]);
+    ok(&["ip", "-n", &ext, "link", "set", "lo", "up"]);
+
+    let www = f.dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "outside\n").unwrap();
+    let mut s1 = f.spec("c1", "web", &p1);
+    s1.ports = berth_net::ports::parse_publish("80").unwrap();
+    s1.ports
+        .extend(berth_net::ports::parse_publish("127.0.0.1::80").unwrap());
+    let e1 = f.mgr().connect(&net.name, &s1).unwrap();
+    let www_s = www.to_str().unwrap().to_string();
+    f.spawn_in(
+        &ns1,
+        &["busybox", "httpd", "-f", "-vv", "-p", "80", "-h", &www_s],
+    );
+    let url = format!("http://{host_ip}:{}/", e1.ports[0].host_port);
+    assert!(
+        wait_for(|| wget(Some(&ext), &url).as_deref() == Some("outside\n")),
+        "published port reachable from another interface"
+    );
+    assert_eq!(
+        wget(
+            Some(&ext),
+            &format!("http://{host_ip}:{}/", e1.ports[1].host_port)
+        ),
+        None,
+        "loopback-only mapping"
+    );
+    ok(&["ip", "link", "del", &hx]);
+    f.finish();
+}
