@@ -155,7 +155,7 @@ impl DnsServer {
     pub fn start(bind: SocketAddrV4, upstreams: Vec<IpAddr>) -> Result<DnsServer> {
         let sock = UdpSocket::bind(bind)
             .map_err(|e| NetError::io(format!("bind DNS resolver on {bind}"), e))?;
-        sock.set_read_timeout(Some(Duration::from_millis(200)))
+        sock.set_read_timeout(Some(Duration::from_secs(1)))
             .map_err(|e| NetError::io("set DNS socket timeout", e))?;
         let addr = sock
             .local_addr()
@@ -213,6 +213,10 @@ impl DnsServer {
 impl Drop for DnsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // wake the receiver now rather than at its next read timeout
+        if let Ok(s) = UdpSocket::bind(SocketAddr::new(self.addr.ip(), 0)) {
+            let _ = s.send_to(&[], self.addr);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -88,6 +88,40 @@ impl fmt::Display for PortMapping {
     }
 }
 
+/// One host binding in Docker's `NetworkSettings.Ports` / `HostConfig.PortBindings` shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerBinding {
+    /// `HostIp`.
+    #[serde(rename = "HostIp")]
+    pub host_ip: String,
+    /// `HostPort`, a decimal string.
+    #[serde(rename = "HostPort")]
+    pub host_port: String,
+}
+
+/// Docker's `NetworkSettings.Ports` map (`"80/tcp" -> [{HostIp, HostPort}]`) for `inspect`
+/// and `berth port`; `exposed` container ports without a binding map to an empty list
+/// (Docker shows them as `null`).
+pub fn docker_ports(
+    mappings: &[PortMapping],
+    exposed: &[(u16, Proto)],
+) -> std::collections::BTreeMap<String, Vec<DockerBinding>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (port, proto) in exposed {
+        out.entry(format!("{port}/{proto}"))
+            .or_insert_with(Vec::new);
+    }
+    for m in mappings {
+        out.entry(format!("{}/{}", m.container_port, m.proto))
+            .or_insert_with(Vec::new)
+            .push(DockerBinding {
+                host_ip: m.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).to_string(),
+                host_port: m.host_port.to_string(),
+            });
+    }
+    out
+}
+
 fn parse_range(s: &str, what: &str) -> Result<(u16, u16)> {
     let bad = || NetError::Invalid(format!("invalid {what} port {s:?}"));
     let (a, b) = match s.split_once('-') {
@@ -248,6 +282,33 @@ mod tests {
         ] {
             assert!(parse_publish(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn docker_port_map() {
+        let m = [
+            PortMapping {
+                host_ip: None,
+                host_port: 32768,
+                container_port: 80,
+                proto: Proto::Tcp,
+            },
+            PortMapping {
+                host_ip: Some(Ipv4Addr::LOCALHOST),
+                host_port: 8080,
+                container_port: 80,
+                proto: Proto::Tcp,
+            },
+        ];
+        let map = docker_ports(&m, &[(80, Proto::Tcp), (53, Proto::Udp)]);
+        let json = serde_json::to_value(&map).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "53/udp": [],
+                "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}, {"HostIp": "127.0.0.1", "HostPort": "8080"}]
+            })
+        );
     }
 
     #[test]
