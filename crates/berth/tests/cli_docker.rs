@@ -1048,3 +1048,89 @@ fn tls_tcp(kind: Kind) {
     assert_eq!(out.status.code(), Some(1));
     assert!(!s(&out.stderr).contains("panicked"));
 }
+
+#[test]
+fn cp_both_ways_dockerd() {
+    if let Some(d) = Daemon::start(Kind::Docker) {
+        cp_both_ways(&d)
+    }
+}
+
+#[test]
+fn cp_both_ways_berthd() {
+    if let Some(d) = Daemon::start(Kind::Berth) {
+        cp_both_ways(&d)
+    }
+}
+
+fn cp_both_ways(d: &Daemon) {
+    let out = d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "berthtest-cp",
+        "berthtest/busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert!(out.status.success(), "{}", s(&out.stderr));
+    let host = d.root.join("cp");
+    std::fs::create_dir_all(host.join("tree/sub")).unwrap();
+    std::fs::write(host.join("one.txt"), "one\n").unwrap();
+    std::fs::write(host.join("tree/sub/two.txt"), "two\n").unwrap();
+    let h = |p: &str| host.join(p).to_string_lossy().to_string();
+    // host → container: a file into a directory, a file under a new name, a directory
+    for (src, dst) in [
+        ("one.txt", "berthtest-cp:/etc/"),
+        ("one.txt", "berthtest-cp:/etc/renamed.txt"),
+        ("tree", "berthtest-cp:/copied"),
+    ] {
+        let out = d.berth(&["cp", &h(src), dst]);
+        assert!(out.status.success(), "cp {src} {dst}: {}", s(&out.stderr));
+    }
+    let out = d.berth(&[
+        "exec",
+        "berthtest-cp",
+        "cat",
+        "/etc/one.txt",
+        "/etc/renamed.txt",
+        "/copied/sub/two.txt",
+    ]);
+    assert_eq!(s(&out.stdout), "one\none\ntwo\n", "{}", s(&out.stderr));
+    // container → host: a file into a directory, under a new name, a directory, and a tar on stdout
+    let back = host.join("back");
+    std::fs::create_dir_all(&back).unwrap();
+    for (src, dst) in [
+        ("berthtest-cp:/etc/one.txt", h("back")),
+        ("berthtest-cp:/etc/one.txt", h("back/again.txt")),
+        ("berthtest-cp:/copied", h("back/dir")),
+    ] {
+        let out = d.berth(&["cp", src, &dst]);
+        assert!(out.status.success(), "cp {src} {dst}: {}", s(&out.stderr));
+    }
+    assert_eq!(
+        std::fs::read_to_string(back.join("one.txt")).unwrap(),
+        "one\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(back.join("again.txt")).unwrap(),
+        "one\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(back.join("dir/sub/two.txt")).unwrap(),
+        "two\n"
+    );
+    let out = d.berth(&["cp", "berthtest-cp:/copied", "-"]);
+    let mut ar = tar::Archive::new(&out.stdout[..]);
+    let names: Vec<String> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "copied/sub/two.txt"), "{names:?}");
+    // a missing source: the daemon's error, as docker prints it
+    let b = d.berth(&["cp", "berthtest-cp:/berthtest-none", &h("x")]);
+    let k = d.docker(&["cp", "berthtest-cp:/berthtest-none", &h("x")]);
+    assert_eq!(b.status.code(), Some(1));
+    assert_eq!(s(&b.stderr), s(&k.stderr));
+}

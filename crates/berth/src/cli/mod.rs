@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod container;
+pub mod cp;
 pub mod http;
 pub mod image;
 pub mod output;
@@ -135,6 +136,11 @@ pub enum ClientCmd {
     /// Display a live stream of container(s) resource usage statistics.
     #[command(after_help = "Example:\n  berth stats --no-stream")]
     Stats(container::StatsArgs),
+    /// Copy files/folders between a container and the local filesystem.
+    #[command(
+        after_help = "Examples:\n  berth cp web:/etc/hosts ./hosts\n  berth cp ./config web:/etc/app/\n  berth cp web:/var/log - > logs.tar"
+    )]
+    Cp(cp::CpArgs),
     /// Pause all processes within one or more containers.
     #[command(after_help = "Example:\n  berth pause web")]
     Pause(container::NamesArgs),
@@ -258,6 +264,8 @@ pub enum ContainerCmd {
     Top(container::TopArgs),
     /// Display resource usage statistics.
     Stats(container::StatsArgs),
+    /// Copy files/folders between a container and the local filesystem.
+    Cp(cp::CpArgs),
     /// Pause all processes within one or more containers.
     Pause(container::NamesArgs),
     /// Unpause all processes within one or more containers.
@@ -328,6 +336,7 @@ fn dispatch(cmd: ClientCmd) -> anyhow::Result<i32> {
         C::Inspect(a) => system::inspect(a, None),
         C::Top(a) => container::top(a),
         C::Stats(a) => container::stats(a),
+        C::Cp(a) => cp::cp(a),
         C::Pause(a) => container::simple(a, "pause"),
         C::Unpause(a) => container::simple(a, "unpause"),
         C::Rename(a) => container::rename(a),
@@ -373,6 +382,7 @@ fn dispatch(cmd: ClientCmd) -> anyhow::Result<i32> {
                 K::Inspect(a) => return system::inspect(a, Some("container")),
                 K::Top(a) => C::Top(a),
                 K::Stats(a) => C::Stats(a),
+                K::Cp(a) => C::Cp(a),
                 K::Pause(a) => C::Pause(a),
                 K::Unpause(a) => C::Unpause(a),
                 K::Rename(a) => C::Rename(a),
