@@ -184,6 +184,8 @@ struct State {
 
 struct Inner {
     state: State,
+    /// Endpoints whose links are being set up outside the lock.
+    pending: HashMap<String, Endpoint>,
     dns: HashMap<String, DnsServer>,
     reservations: HashMap<String, Vec<OwnedFd>>,
 }
@@ -227,6 +229,7 @@ impl Manager {
             cfg,
             inner: Mutex::new(Inner {
                 state,
+                pending: HashMap::new(),
                 dns: HashMap::new(),
                 reservations: HashMap::new(),
             }),
@@ -626,6 +629,7 @@ impl Manager {
             .state
             .endpoints
             .values()
+            .chain(inner.pending.values())
             .any(|e| e.network_id == net.id)
         {
             return Err(NetError::Conflict(format!(
@@ -671,6 +675,7 @@ impl Manager {
                 spec.netns.display()
             )));
         }
+        // phase 1, under the lock: validate against the store and allocate
         let mut g = self.lock();
         let inner = &mut *g;
         let net = Self::find(&inner.state, network)?.clone();
@@ -678,6 +683,7 @@ impl Manager {
             .state
             .endpoints
             .values()
+            .chain(inner.pending.values())
             .filter(|e| e.container_id == spec.container_id)
             .collect();
         if mine.iter().any(|e| e.network_id == net.id) {
@@ -772,6 +778,9 @@ impl Manager {
             subnet: net.ipam.subnet,
             gateway: ep.gateway,
         };
+        // phase 2, without the lock (other containers connect meanwhile): the links
+        inner.pending.insert(id.clone(), ep.clone());
+        drop(g);
         let nspath = spec.netns.clone();
         let res = netlink::run_in(None, move |h| async move {
             netlink::create_veth(&h, &plan, &nspath).await
@@ -787,6 +796,10 @@ impl Manager {
                 netlink::delete_link(&h, &name).await
             });
         };
+        // phase 3, under the lock: rules, store, names
+        let mut g = self.lock();
+        let inner = &mut *g;
+        inner.pending.remove(&id);
         if let Err(e) = res {
             undo_link(&ep);
             release_ip(inner);

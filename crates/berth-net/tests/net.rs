@@ -1078,3 +1078,57 @@ fn published_port_from_another_interface() {
     ok(&["ip", "link", "del", &hx]);
     f.finish();
 }
+
+/// Containers connecting at the same time: the links are set up outside the manager's lock,
+/// so addresses and interface names must still never collide.
+#[test]
+fn concurrent_connects_and_disconnects() {
+    let mut f = Fixture::new();
+    let net = f.network(1, false, true);
+    let specs: Vec<EndpointSpec> = (0..8)
+        .map(|i| {
+            let (_ns, p) = f.netns();
+            let mut s = f.spec(&format!("p{i}"), &format!("par{i}"), &p);
+            if i % 2 == 0 {
+                s.ports = berth_net::ports::parse_publish("127.0.0.1::80").unwrap();
+            }
+            s
+        })
+        .collect();
+    let mgr = f.mgr();
+    let eps: Vec<berth_net::Endpoint> = std::thread::scope(|sc| {
+        let hs: Vec<_> = specs
+            .iter()
+            .map(|s| sc.spawn(|| mgr.connect(&net.name, s)))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap().expect("parallel connect"))
+            .collect()
+    });
+    let mut ips: Vec<Ipv4Addr> = eps.iter().map(|e| e.ip).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 8, "distinct addresses");
+    assert_eq!(f.mgr().dns_entries(&net.name).unwrap(), 8);
+    let rules = ok(&["nft", "list", "chain", "inet", &f.table, "ports"]);
+    assert_eq!(rules.matches("dnat").count(), 4, "{rules}");
+    assert!(ping(&f.netns[0].clone(), eps[7].ip));
+    std::thread::scope(|sc| {
+        for e in &eps {
+            sc.spawn(|| {
+                mgr.disconnect(&net.name, &e.container_id)
+                    .expect("parallel disconnect")
+            });
+        }
+    });
+    assert_eq!(f.owned_links(), vec![net.bridge.clone()]);
+    assert!(f
+        .mgr()
+        .network(&net.name)
+        .unwrap()
+        .ipam
+        .allocated
+        .is_empty());
+    assert!(!ok(&["nft", "list", "chain", "inet", &f.table, "ports"]).contains("dnat"));
+    f.finish();
+}
