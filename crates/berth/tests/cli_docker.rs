@@ -1134,3 +1134,256 @@ fn cp_both_ways(d: &Daemon) {
     assert_eq!(b.status.code(), Some(1));
     assert_eq!(s(&b.stderr), s(&k.stderr));
 }
+
+#[test]
+fn management_commands_match_docker_dockerd() {
+    if let Some(d) = Daemon::start(Kind::Docker) {
+        management_commands_match_docker(&d)
+    }
+}
+
+#[test]
+fn management_commands_match_docker_berthd() {
+    if let Some(d) = Daemon::start(Kind::Berth) {
+        management_commands_match_docker(&d)
+    }
+}
+
+/// Same output from both CLIs on the same daemon.
+fn same(d: &Daemon, args: &[&str]) -> String {
+    let b = d.berth(args);
+    let k = d.docker(args);
+    assert_eq!(s(&b.stdout), s(&k.stdout), "stdout of {args:?}");
+    assert_eq!(
+        b.status.code(),
+        k.status.code(),
+        "exit code of {args:?}: {}",
+        s(&b.stderr)
+    );
+    s(&b.stdout)
+}
+
+#[test]
+fn networks_volumes_system_match_docker_dockerd() {
+    if let Some(d) = Daemon::start(Kind::Docker) {
+        networks_volumes_system_match_docker(&d)
+    }
+}
+
+#[test]
+fn networks_volumes_system_match_docker_berthd() {
+    if let Some(d) = Daemon::start(Kind::Berth) {
+        networks_volumes_system_match_docker(&d)
+    }
+}
+
+fn networks_volumes_system_match_docker(d: &Daemon) {
+    // networks and volumes
+    assert_eq!(
+        s(&d.berth(&["network", "create", "berthtest-net"]).stdout)
+            .trim()
+            .len(),
+        64
+    );
+    assert_eq!(
+        s(&d.berth(&["volume", "create", "berthtest-vol"]).stdout),
+        "berthtest-vol\n"
+    );
+    let nets = same(d, &["network", "ls"]);
+    assert!(nets.starts_with("NETWORK ID     NAME"), "{nets}");
+    assert!(nets.contains("berthtest-net"));
+    same(d, &["network", "ls", "-q", "--no-trunc"]);
+    same(d, &["network", "inspect", "berthtest-net"]);
+    same(d, &["volume", "ls"]);
+    same(d, &["volume", "inspect", "berthtest-vol"]);
+    same(d, &["volume", "ls", "--format", "{{.Name}}:{{.Driver}}"]);
+    same(d, &["system", "df"]);
+    same(
+        d,
+        &[
+            "info",
+            "--format",
+            "{{.ServerVersion}} {{.OSType}} {{json .Images}}",
+        ],
+    );
+    same(
+        d,
+        &["version", "--format", "{{.Server.Version}} {{.Server.Os}}"],
+    );
+    assert_eq!(
+        s(&d.berth(&["network", "rm", "berthtest-net"]).stdout),
+        "berthtest-net\n"
+    );
+    assert_eq!(
+        s(&d.berth(&["volume", "rm", "berthtest-vol"]).stdout),
+        "berthtest-vol\n"
+    );
+    let b = d.berth(&["volume", "rm", "berthtest-vol"]);
+    let k = d.docker(&["volume", "rm", "berthtest-vol"]);
+    assert_eq!(
+        (b.status.code(), s(&b.stderr)),
+        (k.status.code(), s(&k.stderr))
+    );
+}
+
+fn management_commands_match_docker(d: &Daemon) {
+    // container life cycle commands
+    let img = "berthtest/busybox";
+    assert!(d
+        .berth(&[
+            "create",
+            "--name",
+            "berthtest-lc",
+            "-p",
+            "127.0.0.1:18080:80",
+            img,
+            "sh",
+            "-c",
+            "echo hi > /made; sleep 1000"
+        ])
+        .status
+        .success());
+    assert_eq!(
+        s(&d.berth(&["start", "berthtest-lc"]).stdout),
+        "berthtest-lc\n"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    same(d, &["port", "berthtest-lc"]);
+    same(d, &["port", "berthtest-lc", "80"]);
+    same(d, &["diff", "berthtest-lc"]);
+    assert_eq!(
+        s(&d.berth(&["pause", "berthtest-lc"]).stdout),
+        "berthtest-lc\n"
+    );
+    same(d, &["ps", "--format", "{{.Names}} {{.State}}"]);
+    assert_eq!(
+        s(&d.berth(&["unpause", "berthtest-lc"]).stdout),
+        "berthtest-lc\n"
+    );
+    assert!(d
+        .berth(&[
+            "update",
+            "--memory",
+            "64m",
+            "--memory-swap",
+            "128m",
+            "berthtest-lc"
+        ])
+        .status
+        .success());
+    same(
+        d,
+        &["inspect", "-f", "{{.HostConfig.Memory}}", "berthtest-lc"],
+    );
+    let st = d.berth(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.PIDs}}",
+        "berthtest-lc",
+    ]);
+    assert!(
+        s(&st.stdout).starts_with("berthtest-lc "),
+        "{}",
+        s(&st.stdout)
+    );
+    let st = d.berth(&["stats", "--no-stream"]);
+    assert!(
+        s(&st.stdout).starts_with("CONTAINER ID   NAME"),
+        "{}",
+        s(&st.stdout)
+    );
+    // commit and export
+    let out = d.berth(&[
+        "commit",
+        "-m",
+        "msg",
+        "berthtest-lc",
+        "berthtest/committed:v1",
+    ]);
+    assert!(s(&out.stdout).starts_with("sha256:"), "{}", s(&out.stderr));
+    let out = d.berth(&["run", "--rm", "berthtest/committed:v1", "cat", "/made"]);
+    assert_eq!(s(&out.stdout), "hi\n");
+    let tar = d.root.join("export.tar");
+    assert!(d
+        .berth(&["export", "-o", tar.to_str().unwrap(), "berthtest-lc"])
+        .status
+        .success());
+    let mut ar = tar::Archive::new(std::fs::File::open(&tar).unwrap());
+    assert!(ar
+        .entries()
+        .unwrap()
+        .any(|e| e.unwrap().path().unwrap().to_string_lossy() == "made"));
+    // kill with a signal, restart, wait
+    assert_eq!(
+        s(&d.berth(&["kill", "-s", "KILL", "berthtest-lc"]).stdout),
+        "berthtest-lc\n"
+    );
+    assert_eq!(s(&d.berth(&["wait", "berthtest-lc"]).stdout), "137\n");
+    assert_eq!(
+        s(&d.berth(&["restart", "-t", "1", "berthtest-lc"]).stdout),
+        "berthtest-lc\n"
+    );
+    same(d, &["ps", "--format", "{{.Names}} {{.State}}"]);
+    // start -a of a stopped container gives its output and exit code
+    assert!(d
+        .berth(&[
+            "create",
+            "--name",
+            "berthtest-sa",
+            img,
+            "sh",
+            "-c",
+            "echo attached; exit 5"
+        ])
+        .status
+        .success());
+    let out = d.berth(&["start", "-a", "berthtest-sa"]);
+    assert_eq!(s(&out.stdout), "attached\n");
+    assert_eq!(out.status.code(), Some(5));
+    // events between two times, from both CLIs
+    let since = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 120)
+        .to_string();
+    let until = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1)
+    .to_string();
+    std::thread::sleep(Duration::from_millis(1200));
+    let ev = same(
+        d,
+        &[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "container=berthtest-sa",
+            "--format",
+            "{{.Type}} {{.Action}}",
+        ],
+    );
+    assert!(ev.contains("container start"), "{ev}");
+    // prune
+    assert!(d.berth(&["rm", "-f", "berthtest-lc"]).status.success());
+    let out = d.berth(&["container", "prune", "-f"]);
+    assert!(
+        s(&out.stdout).contains("Total reclaimed space:"),
+        "{}",
+        s(&out.stdout)
+    );
+    same(d, &["ps", "-a", "-q"]);
+    // logout without a login
+    let cfg = d.root.join("cfg");
+    let out = Command::new(BERTH)
+        .args(["--config", cfg.to_str().unwrap(), "logout", "localhost:1"])
+        .output()
+        .unwrap();
+    assert_eq!(s(&out.stdout), "Not logged in to localhost:1\n");
+}

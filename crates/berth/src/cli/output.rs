@@ -209,6 +209,37 @@ pub fn size(bytes: i64) -> String {
     berth_image::timefmt::human_size(bytes.max(0) as u64)
 }
 
+/// go-units `HumanSize` (4 significant digits: "1.982MB"), used by `system df`.
+pub fn size4(bytes: i64) -> String {
+    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+    let mut v = bytes.max(0) as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    let int_digits = if v < 1.0 {
+        1
+    } else {
+        (v.log10().floor() as usize) + 1
+    };
+    let decimals = 4usize.saturating_sub(int_digits);
+    let mut t = format!("{v:.decimals$}");
+    if t.contains('.') {
+        t = t.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{t}{}", UNITS[i])
+}
+
+/// Docker's "SIZE (PCT%)" for `system df` reclaimable columns.
+pub fn size_pct(part: i64, total: i64) -> String {
+    if total > 0 {
+        format!("{} ({}%)", size4(part), part * 100 / total)
+    } else {
+        size4(part)
+    }
+}
+
 /// A string field of a JSON value ("" when absent).
 pub fn sf<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(|x| x.as_str()).unwrap_or("")
@@ -262,6 +293,9 @@ mod tests {
         );
         assert_eq!(indent_json(br#"{"b":[],"a":{"x":[1,"y,:"]}}"#), "{\n    \"b\": [],\n    \"a\": {\n        \"x\": [\n            1,\n            \"y,:\"\n        ]\n    }\n}");
         assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
+        assert_eq!(size4(1_982_000), "1.982MB");
+        assert_eq!(size4(0), "0B");
+        assert_eq!(size_pct(50, 100), "50B (50%)");
         assert_eq!(go_time(0), "1970-01-01 00:00:00 +0000 UTC");
     }
 }

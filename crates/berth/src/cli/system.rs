@@ -908,21 +908,44 @@ pub fn system(cmd: SystemCmd) -> anyhow::Result<i32> {
             let ctrs = v["Containers"].as_array().cloned().unwrap_or_default();
             let vols = v["Volumes"].as_array().cloned().unwrap_or_default();
             let active_imgs = imgs.iter().filter(|i| nf(i, "Containers") > 0).count();
-            let active_ctrs = ctrs.iter().filter(|c| sf(c, "State") == "running").count();
-            let active_vols = vols
+            let layers = nf(&v, "LayersSize");
+            let used_imgs: i64 = imgs
                 .iter()
-                .filter(|x| x["UsageData"]["RefCount"].as_i64().unwrap_or(0) > 0)
-                .count();
-            let vol_size: i64 = vols
-                .iter()
-                .map(|x| x["UsageData"]["Size"].as_i64().unwrap_or(0).max(0))
+                .filter(|i| nf(i, "Containers") > 0)
+                .map(|i| nf(i, "Size") - nf(i, "SharedSize").max(0))
                 .sum();
+            let running = |c: &&Value| sf(c, "State") == "running";
+            let active_ctrs = ctrs.iter().filter(running).count();
             let ctr_size: i64 = ctrs.iter().map(|c| nf(c, "SizeRw")).sum();
+            let ctr_recl: i64 = ctrs
+                .iter()
+                .filter(|c| !running(c))
+                .map(|c| nf(c, "SizeRw"))
+                .sum();
+            let refs = |x: &Value| x["UsageData"]["RefCount"].as_i64().unwrap_or(0);
+            let vsize = |x: &Value| x["UsageData"]["Size"].as_i64().unwrap_or(0).max(0);
+            let active_vols = vols.iter().filter(|x| refs(x) > 0).count();
+            let vol_size: i64 = vols.iter().map(vsize).sum();
+            let vol_recl: i64 = vols.iter().filter(|x| refs(x) == 0).map(vsize).sum();
+            let cache = v["BuildCache"].as_array().cloned().unwrap_or_default();
+            let cache_size: i64 = cache
+                .iter()
+                .filter(|c| !c["Shared"].as_bool().unwrap_or(false))
+                .map(|c| nf(c, "Size"))
+                .sum();
+            let cache_recl: i64 = cache
+                .iter()
+                .filter(|c| {
+                    !c["InUse"].as_bool().unwrap_or(false)
+                        && !c["Shared"].as_bool().unwrap_or(false)
+                })
+                .map(|c| nf(c, "Size"))
+                .sum();
             let rows = vec![
-                json!({"Type": "Images", "TotalCount": imgs.len().to_string(), "Active": active_imgs.to_string(), "Size": output::size(nf(&v, "LayersSize")), "Reclaimable": output::size(imgs.iter().filter(|i| nf(i, "Containers") == 0).map(|i| nf(i, "Size")).sum())}),
-                json!({"Type": "Containers", "TotalCount": ctrs.len().to_string(), "Active": active_ctrs.to_string(), "Size": output::size(ctr_size), "Reclaimable": output::size(ctrs.iter().filter(|c| sf(c, "State") != "running").map(|c| nf(c, "SizeRw")).sum())}),
-                json!({"Type": "Local Volumes", "TotalCount": vols.len().to_string(), "Active": active_vols.to_string(), "Size": output::size(vol_size), "Reclaimable": output::size(vols.iter().filter(|x| x["UsageData"]["RefCount"].as_i64().unwrap_or(0) == 0).map(|x| x["UsageData"]["Size"].as_i64().unwrap_or(0).max(0)).sum())}),
-                json!({"Type": "Build Cache", "TotalCount": "0", "Active": "0", "Size": output::size(nf(&v, "BuilderSize")), "Reclaimable": output::size(nf(&v, "BuilderSize"))}),
+                json!({"Type": "Images", "TotalCount": imgs.len().to_string(), "Active": active_imgs.to_string(), "Size": output::size4(layers), "Reclaimable": output::size_pct((layers - used_imgs).max(0), layers)}),
+                json!({"Type": "Containers", "TotalCount": ctrs.len().to_string(), "Active": active_ctrs.to_string(), "Size": output::size4(ctr_size), "Reclaimable": output::size_pct(ctr_recl, ctr_size)}),
+                json!({"Type": "Local Volumes", "TotalCount": vols.len().to_string(), "Active": active_vols.to_string(), "Size": output::size4(vol_size), "Reclaimable": output::size_pct(vol_recl, vol_size)}),
+                json!({"Type": "Build Cache", "TotalCount": cache.len().to_string(), "Active": cache.iter().filter(|c| c["InUse"].as_bool().unwrap_or(false)).count().to_string(), "Size": output::size4(cache_size), "Reclaimable": output::size4(cache_recl)}),
             ];
             let stdout = io::stdout();
             render_rows(
