@@ -830,7 +830,7 @@ impl Manager {
 
     /// Detaches a container from a network: rules, DNS names, link, address, in that order.
     pub fn disconnect(&self, network: &str, container_id: &str) -> Result<()> {
-        let mut g = self.lock();
+        let g = self.lock();
         let net_id = Self::find(&g.state, network)?.id.clone();
         let ep = g
             .state
@@ -843,7 +843,7 @@ impl Manager {
                     "container {container_id} is not connected to network {network}"
                 ))
             })?;
-        self.teardown(&mut g, &ep)
+        self.teardown(g, &ep).1
     }
 
     /// Detaches a container from every network (container stop or removal).
@@ -858,38 +858,52 @@ impl Manager {
             .collect();
         let mut errs = Vec::new();
         for ep in eps {
-            if let Err(e) = self.teardown(&mut g, &ep) {
+            let (back, res) = self.teardown(g, &ep);
+            g = back;
+            if let Err(e) = res {
                 errs.push(e);
             }
         }
         NetError::collect(errs)
     }
 
-    fn teardown(&self, inner: &mut Inner, ep: &Endpoint) -> Result<()> {
+    /// Tears one endpoint down: rules, names and port reservations under the lock, then the
+    /// link without it (deleting a veth waits for an RCU grace period), then the address and the
+    /// store under it again. The endpoint stays "pending" meanwhile, so neither its address nor
+    /// its interface name is handed out before the link is gone.
+    fn teardown<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, Inner>,
+        ep: &Endpoint,
+    ) -> (MutexGuard<'a, Inner>, Result<()>) {
         let mut errs = Vec::new();
-        inner.state.endpoints.remove(&ep.id);
+        g.state.endpoints.remove(&ep.id);
         if !ep.ports.is_empty() {
-            if let Err(e) = firewall::apply_ports(&self.cfg.table, &Self::ruleset(&inner.state)) {
+            if let Err(e) = firewall::apply_ports(&self.cfg.table, &Self::ruleset(&g.state)) {
                 errs.push(e);
             }
         }
-        if let Some(srv) = inner.dns.get(&ep.network_id) {
+        if let Some(srv) = g.dns.get(&ep.network_id) {
             srv.remove(&ep.id);
         }
-        inner.reservations.remove(&ep.id);
+        g.reservations.remove(&ep.id);
+        g.pending.insert(ep.id.clone(), ep.clone());
+        drop(g);
         let name = ep.host_veth.clone();
         if let Err(e) = netlink::run_in(None, move |h| async move {
             netlink::delete_link(&h, &name).await
         }) {
             errs.push(e);
         }
-        if let Some(n) = inner.state.networks.get_mut(&ep.network_id) {
+        let mut g = self.lock();
+        g.pending.remove(&ep.id);
+        if let Some(n) = g.state.networks.get_mut(&ep.network_id) {
             n.ipam.release(ep.ip);
         }
-        if let Err(e) = self.persist(&inner.state) {
+        if let Err(e) = self.persist(&g.state) {
             errs.push(e);
         }
-        NetError::collect(errs)
+        (g, NetError::collect(errs))
     }
 
     /// Removes every network without endpoints except the default `bridge`; returns their names.
@@ -930,7 +944,9 @@ impl Manager {
         let mut errs = Vec::new();
         let eps: Vec<Endpoint> = g.state.endpoints.values().cloned().collect();
         for ep in eps {
-            if let Err(e) = self.teardown(&mut g, &ep) {
+            let (back, res) = self.teardown(g, &ep);
+            g = back;
+            if let Err(e) = res {
                 errs.push(e);
             }
         }
