@@ -808,7 +808,7 @@ fn dns_relays_unknown_names_upstream_with_deadline() {
     );
     let took = t.elapsed();
     assert!(
-        took >= Duration::from_millis(1500) && took < Duration::from_millis(3500),
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(4500),
         "{took:?}"
     );
     server.join().unwrap();
