@@ -12,7 +12,8 @@
 //! upstream yields SERVFAIL before the client gives up.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -147,11 +148,13 @@ pub struct DnsServer {
     records: Arc<RwLock<Records>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    tcp_thread: Option<JoinHandle<()>>,
     addr: SocketAddr,
 }
 
 impl DnsServer {
-    /// Binds `bind` (UDP) and starts serving; `upstreams` get everything not known locally.
+    /// Binds `bind` (UDP, and TCP on the same port for clients retrying truncated answers) and
+    /// starts serving; `upstreams` get everything not known locally.
     pub fn start(bind: SocketAddrV4, upstreams: Vec<IpAddr>) -> Result<DnsServer> {
         let sock = UdpSocket::bind(bind)
             .map_err(|e| NetError::io(format!("bind DNS resolver on {bind}"), e))?;
@@ -168,16 +171,27 @@ impl DnsServer {
             .filter(|ip| !ip.is_loopback())
             .map(|ip| SocketAddr::new(ip, 53))
             .collect();
-        let thread = std::thread::Builder::new()
-            .name(format!("berth-dns-{bind}"))
-            .spawn(move || serve(sock, r, s, Arc::new(upstreams)))
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| NetError::io(format!("bind DNS resolver on tcp {addr}"), e))?;
+        let upstreams = Arc::new(upstreams);
+        let (tr, ts, tu) = (records.clone(), stop.clone(), upstreams.clone());
+        let tcp_thread = std::thread::Builder::new()
+            .name(format!("berth-dns-tcp-{bind}"))
+            .spawn(move || serve_tcp(listener, tr, ts, tu))
             .map_err(|e| NetError::io("spawn DNS thread", e))?;
-        Ok(DnsServer {
+        let mut srv = DnsServer {
             records,
             stop,
-            thread: Some(thread),
+            thread: None,
+            tcp_thread: Some(tcp_thread),
             addr,
-        })
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("berth-dns-{bind}"))
+            .spawn(move || serve(sock, r, s, upstreams))
+            .map_err(|e| NetError::io("spawn DNS thread", e))?;
+        srv.thread = Some(thread);
+        Ok(srv)
     }
 
     /// The bound address.
@@ -217,10 +231,108 @@ impl Drop for DnsServer {
         if let Ok(s) = UdpSocket::bind(SocketAddr::new(self.addr.ip(), 0)) {
             let _ = s.send_to(&[], self.addr);
         }
-        if let Some(t) = self.thread.take() {
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        for t in [self.thread.take(), self.tcp_thread.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = t.join();
         }
     }
+}
+
+fn serve_tcp(
+    listener: TcpListener,
+    records: Arc<RwLock<Records>>,
+    stop: Arc<AtomicBool>,
+    upstreams: Arc<Vec<SocketAddr>>,
+) {
+    let inflight = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(conn) = conn else { continue };
+        if inflight.load(Ordering::SeqCst) >= MAX_INFLIGHT {
+            continue;
+        }
+        inflight.fetch_add(1, Ordering::SeqCst);
+        let (r, u, counter) = (records.clone(), upstreams.clone(), inflight.clone());
+        let spawned = std::thread::Builder::new()
+            .name("berth-dns-tcp-conn".into())
+            .spawn(move || {
+                let _ = tcp_conn(conn, &r, &u);
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            inflight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len)?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+fn write_frame(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    let len =
+        u16::try_from(msg.len()).map_err(|_| std::io::Error::other("DNS message too long"))?;
+    let mut out = Vec::with_capacity(msg.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(msg);
+    s.write_all(&out)
+}
+
+/// Serves DNS-over-TCP queries on one connection until the client closes it.
+fn tcp_conn(
+    mut conn: TcpStream,
+    records: &RwLock<Records>,
+    upstreams: &[SocketAddr],
+) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
+    loop {
+        let query = read_frame(&mut conn)?;
+        let decision = match records.read() {
+            Ok(r) => decide(&query, &r),
+            Err(_) => Decision::Drop,
+        };
+        let reply = match decision {
+            Decision::Reply(v) => Some(v),
+            Decision::Drop => None,
+            Decision::Forward => relay_tcp(&query, upstreams).or_else(|| servfail(&query)),
+        };
+        match reply {
+            Some(r) => write_frame(&mut conn, &r)?,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Relays over TCP to the upstreams in turn within [`UPSTREAM_TIMEOUT`] overall.
+fn relay_tcp(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + UPSTREAM_TIMEOUT;
+    for up in upstreams {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let Ok(mut s) = TcpStream::connect_timeout(up, left) else {
+            continue;
+        };
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let _ = s.set_read_timeout(Some(left));
+        let _ = s.set_write_timeout(Some(left));
+        if write_frame(&mut s, query).is_ok() {
+            if let Ok(r) = read_frame(&mut s) {
+                if r.get(..2) == query.get(..2) {
+                    return Some(r);
+                }
+            }
+        }
+    }
+    None
 }
 
 fn serve(
@@ -375,6 +487,17 @@ mod tests {
             m.answers()[0].data(),
             &RData::A(A(Ipv4Addr::new(10, 213, 7, 9)))
         );
+        // the same over TCP (length-prefixed), as clients do after a truncated answer
+        let mut tcp = TcpStream::connect(srv.local_addr()).unwrap();
+        write_frame(&mut tcp, &query("DB", RecordType::A)).unwrap();
+        let m = Message::from_vec(&read_frame(&mut tcp).unwrap()).unwrap();
+        assert_eq!(
+            m.answers()[0].data(),
+            &RData::A(A(Ipv4Addr::new(10, 213, 7, 9)))
+        );
+        write_frame(&mut tcp, &query("nowhere.invalid", RecordType::A)).unwrap();
+        let m = Message::from_vec(&read_frame(&mut tcp).unwrap()).unwrap();
+        assert_eq!(m.response_code(), ResponseCode::ServFail);
         let t = Instant::now();
         c.send_to(&query("unknown.invalid", RecordType::A), srv.local_addr())
             .unwrap();
