@@ -517,6 +517,36 @@ fn run_exit_codes_logs_exec_like_docker(d: &Daemon) {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(s(&out.stdout), "piped input\n");
+    // signals to `berth run` reach the container (sig-proxy)
+    let child = Command::new(BERTH)
+        .args([
+            "-H",
+            &d.sock,
+            "run",
+            "--rm",
+            img,
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut child = child;
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 6];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"ready\n");
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "got TERM\n");
+    assert_eq!(child.wait().unwrap().code(), Some(7));
     // -d, logs, exec, top, stop, wait, rm
     let out = d.berth(&[
         "run",
@@ -1370,6 +1400,19 @@ fn management_commands_match_docker(d: &Daemon) {
         ],
     );
     assert!(ev.contains("container start"), "{ev}");
+    let ev = same(
+        d,
+        &[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "container=berthtest-sa",
+        ],
+    );
+    assert!(ev.contains(" container die "), "{ev}");
     // prune
     assert!(d.berth(&["rm", "-f", "berthtest-lc"]).status.success());
     let out = d.berth(&["container", "prune", "-f"]);

@@ -699,6 +699,27 @@ fn watch_resize(c: &Client, path: String) {
     });
 }
 
+/// Forward SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the container (docker's sig-proxy).
+fn proxy_signals(c: &Client, id: &str) {
+    use signal_hook::consts::*;
+    let sigs = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2];
+    let Ok(mut it) = signal_hook::iterator::Signals::new(sigs) else {
+        return;
+    };
+    let c = Client {
+        endpoint: c.endpoint.clone(),
+        version: c.version.clone(),
+        os_type: String::new(),
+        tls: c.tls.clone(),
+    };
+    let id = id.to_string();
+    std::thread::spawn(move || {
+        for sig in it.forever() {
+            let _ = c.send_ok("POST", &format!("/containers/{id}/kill?signal={sig}"));
+        }
+    });
+}
+
 /// `berth run`.
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     let c = super::connect()?;
@@ -742,6 +763,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     if a.tty && io::stdout().is_terminal() {
         resize(&c, &format!("/containers/{id}"));
         watch_resize(&c, format!("/containers/{id}"));
+    }
+    if !a.tty {
+        proxy_signals(&c, &id);
     }
     let reader = conn.into_upgraded();
     let p = stream::pump(

@@ -1025,9 +1025,12 @@ pub fn events(a: EventsArgs) -> anyhow::Result<i32> {
             let nanos = ev["timeNano"]
                 .as_i64()
                 .unwrap_or(nf(&ev, "time") * 1_000_000_000);
-            let ts = berth_image::timefmt::format_rfc3339(
-                nanos / 1_000_000_000,
-                (nanos % 1_000_000_000) as u32,
+            // Go's RFC3339NanoFixed in UTC: 2006-01-02T15:04:05.000000000Z
+            let base = berth_image::timefmt::format_rfc3339(nanos.div_euclid(1_000_000_000), 0);
+            let ts = format!(
+                "{}.{:09}Z",
+                base.trim_end_matches('Z'),
+                nanos.rem_euclid(1_000_000_000)
             );
             let mut attrs: Vec<String> = ev["Actor"]["Attributes"]
                 .as_object()
@@ -1046,7 +1049,7 @@ pub fn events(a: EventsArgs) -> anyhow::Result<i32> {
             writeln!(
                 out,
                 "{} {} {} {}{attrs}",
-                ts.replace('Z', "+00:00"),
+                ts,
                 sf(&ev, "Type"),
                 sf(&ev, "Action"),
                 sf(&ev["Actor"], "ID")
