@@ -953,14 +953,25 @@ impl<'a> Builder<'a> {
                 for p in ports {
                     ep.insert(p.clone(), Default::default());
                 }
-                Some(nop(format!("EXPOSE {}", ports.join(" "))))
+                // Docker's history shows the words as written (after substitution), sorted
+                let mut raw: Vec<String> = match ins {
+                    Instruction::Expose(words) => words
+                        .iter()
+                        .flat_map(|w| {
+                            berth_dockerfile::expand_words(w, &vars, esc).unwrap_or_default()
+                        })
+                        .collect(),
+                    _ => ports.clone(),
+                };
+                raw.sort();
+                Some(nop(format!("EXPOSE {}", raw.join(" "))))
             }
             Instruction::Volume(v) => {
                 let vols = st.run().volumes.get_or_insert_with(BTreeMap::new);
                 for p in v {
                     vols.insert(p.clone(), Default::default());
                 }
-                Some(nop(format!("VOLUME {}", quote_args(v))))
+                Some(nop(format!("VOLUME [{}]", v.join(" "))))
             }
             Instruction::User(u) => {
                 st.run().user = Some(u.clone());
@@ -1450,7 +1461,7 @@ impl<'a> Builder<'a> {
             &content,
             &st.workdir(),
         ]);
-        let kind = if plan.len() == 1 { "file" } else { "dir" };
+        let kind = plan.source_kind();
         let created_by = format!("/bin/sh -c #(nop) {cmd} {kind}:{content} in {dest_abs} ");
         let _ = original;
         if let Some((l, created)) = self.lookup(ctx, &key)? {

@@ -122,6 +122,7 @@ pub struct Plan {
     is_context: bool,
     entries: Vec<Entry>,
     owner: (u32, u32),
+    kind: &'static str,
 }
 
 fn has_glob(s: &str) -> bool {
@@ -219,6 +220,15 @@ pub fn plan(
             }
         }
     }
+    // How Docker's history names the source: one file, one directory, or several.
+    let kind = match matched.as_slice() {
+        [(_, Some(_))] => "file",
+        [(p, None)] => match tree.map(|t| std::fs::metadata(t.root.join(p))) {
+            Some(Ok(m)) if m.is_dir() => "dir",
+            _ => "file",
+        },
+        _ => "multi",
+    };
     let dest_is_existing_dir = fsutil::is_dir_in(&target_fd, &dest_clean);
     let multi = matched.len() > 1
         || srcs
@@ -337,6 +347,7 @@ pub fn plan(
         is_context: tree.is_some_and(|t| t.is_context),
         entries,
         owner: opts.owner.unwrap_or((0, 0)),
+        kind,
     })
 }
 
@@ -419,6 +430,11 @@ impl Plan {
     /// Number of destination entries.
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// `file`, `dir` or `multi`: how the history names the source.
+    pub fn source_kind(&self) -> &'static str {
+        self.kind
     }
 
     /// Whether nothing is copied.

@@ -563,7 +563,7 @@ fn config_and_history_as_docker_writes_them() {
         .history
         .iter()
         .any(|h| h.empty_layer
-            && h.created_by.as_deref() == Some("/bin/sh -c #(nop)  EXPOSE 80/tcp")));
+            && h.created_by.as_deref() == Some("/bin/sh -c #(nop)  EXPOSE 80")));
 }
 
 #[test]
