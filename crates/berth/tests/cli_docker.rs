@@ -386,6 +386,25 @@ fn tables_inspect_and_errors_match_docker(d: &Daemon) {
     let k = d.docker(&["inspect", "berthtest-nosuch"]);
     assert_eq!(b.status.code(), k.status.code());
     assert_eq!(s(&b.stdout), s(&k.stdout));
+    // a reader that goes away early (| head -1) ends berth quietly, never with a panic
+    let mut child = Command::new(BERTH)
+        .args([
+            "-H",
+            &d.sock,
+            "inspect",
+            "berthtest-c1",
+            "berthtest/busybox",
+            "berthtest-c1",
+            "berthtest/busybox",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!s(&out.stderr).contains("panicked"), "{}", s(&out.stderr));
+    assert_ne!(out.status.code(), Some(101));
     // rename, rm
     assert!(d
         .berth(&["rename", "berthtest-c1", "berthtest-c2"])
@@ -788,6 +807,38 @@ fn run_it_through_a_pty_with_detach_keys(d: &Daemon) {
     assert_eq!(status.code(), Some(0));
     let st = d.docker(&["inspect", "-f", "{{.State.Running}}", "berthtest-tty"]);
     assert_eq!(s(&st.stdout), "true\n");
+    // exec -it into it: a second shell, its exit code comes back
+    let (master, slave) = openpty();
+    let mut child = Command::new(BERTH)
+        .args(["-H", &d.sock, "exec", "-it", "berthtest-tty", "sh"])
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let master = std::fs::File::from(master);
+    let mut acc = String::new();
+    expect(&master, &mut acc, "# ");
+    (&master).write_all(b"echo in-exec; exit 3\r").unwrap();
+    expect(&master, &mut acc, "in-exec");
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+    // attach to the first shell again, type, detach again
+    let (master, slave) = openpty();
+    let mut child = Command::new(BERTH)
+        .args(["-H", &d.sock, "attach", "berthtest-tty"])
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let master = std::fs::File::from(master);
+    let mut acc = String::new();
+    std::thread::sleep(Duration::from_millis(300));
+    (&master).write_all(b"echo re$((1+2))attached\r").unwrap();
+    expect(&master, &mut acc, "re3attached");
+    (&master).write_all(&[0x10, 0x11]).unwrap();
+    expect(&master, &mut acc, "read escape sequence");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
 /// `berth registry serve` on a free loopback port; killed on drop.

@@ -625,6 +625,7 @@ enum ImageCmd {
 
 /// `berth image ARGS…` against the daemon (the local data-root tool handles `--data-root`).
 pub fn image_client(args: Vec<String>) -> i32 {
+    super::quiet_panics();
     let cli = match ImageCli::try_parse_from(std::iter::once("berth image".to_string()).chain(args))
     {
         Ok(c) => c,

@@ -289,6 +289,7 @@ pub enum ContainerCmd {
 /// Run a client command; returns the process exit code. Errors are printed here, as Docker
 /// prints them (`Error response from daemon: …`), never as a panic.
 pub fn run(cmd: ClientCmd) -> i32 {
+    quiet_panics();
     let is_run = matches!(
         cmd,
         ClientCmd::Run(_) | ClientCmd::Container(ContainerCmd::Run(_))
@@ -299,10 +300,37 @@ pub fn run(cmd: ClientCmd) -> i32 {
     }
 }
 
+/// No Rust panic reaches the user: a closed stdout (`berth ps | head -1`) ends the process as
+/// SIGPIPE would (status 141, silently); anything else is one line without a backtrace.
+pub fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let p = info.payload();
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown error");
+        if msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        eprintln!("berth: internal error: {msg}");
+    }));
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Print an error and choose the exit code (`run`: 125 for daemon/client errors, as Docker).
 pub fn report(e: &anyhow::Error, is_run: bool) -> i32 {
     if let Some(c) = e.downcast_ref::<container::ExitCode>() {
         return c.0;
+    }
+    if is_broken_pipe(e) {
+        return 141;
     }
     if let Some(a) = e.downcast_ref::<ApiError>() {
         eprintln!("{a}");
