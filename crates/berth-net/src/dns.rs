@@ -35,6 +35,8 @@ const TTL: u32 = 600;
 #[derive(Default, Debug)]
 pub struct Records {
     entries: HashMap<String, (Vec<String>, Ipv4Addr)>,
+    /// Per-endpoint upstreams (the container's `--dns`), keyed like `entries`.
+    servers: HashMap<String, Vec<SocketAddr>>,
 }
 
 fn norm(name: &str) -> String {
@@ -55,6 +57,30 @@ impl Records {
     /// Removes endpoint `key`'s names.
     pub fn remove(&mut self, key: &str) {
         self.entries.remove(key);
+        self.servers.remove(key);
+    }
+
+    /// Sets endpoint `key`'s own upstream servers (its `--dns`); loopback ones are ignored.
+    pub fn set_upstreams(&mut self, key: &str, servers: &[IpAddr]) {
+        let v: Vec<SocketAddr> = servers
+            .iter()
+            .filter(|ip| !ip.is_loopback())
+            .map(|ip| SocketAddr::new(*ip, 53))
+            .collect();
+        if v.is_empty() {
+            self.servers.remove(key);
+        } else {
+            self.servers.insert(key.to_string(), v);
+        }
+    }
+
+    /// The upstreams for a query from `client`: its endpoint's own, if it has some.
+    pub fn upstreams_for(&self, client: IpAddr) -> Option<Vec<SocketAddr>> {
+        let IpAddr::V4(c) = client else { return None };
+        self.entries
+            .iter()
+            .find(|(k, (_, ip))| *ip == c && self.servers.contains_key(*k))
+            .and_then(|(k, _)| self.servers.get(k).cloned())
     }
 
     /// Number of endpoints with names.
@@ -206,6 +232,13 @@ impl DnsServer {
         }
     }
 
+    /// Sets an endpoint's own upstream servers (its `--dns`), used for its queries.
+    pub fn set_upstreams(&self, key: &str, servers: &[IpAddr]) {
+        if let Ok(mut r) = self.records.write() {
+            r.set_upstreams(key, servers);
+        }
+    }
+
     /// Removes an endpoint's names.
     pub fn remove(&self, key: &str) {
         if let Ok(mut r) = self.records.write() {
@@ -261,7 +294,7 @@ fn serve_tcp(
         let spawned = std::thread::Builder::new()
             .name("berth-dns-tcp-conn".into())
             .spawn(move || {
-                let _ = tcp_conn(conn, &r, &u);
+                let _ = tcp_conn(conn, &r, u);
                 counter.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
@@ -291,8 +324,13 @@ fn write_frame(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
 fn tcp_conn(
     mut conn: TcpStream,
     records: &RwLock<Records>,
-    upstreams: &[SocketAddr],
+    default: Arc<Vec<SocketAddr>>,
 ) -> std::io::Result<()> {
+    let peer = conn.peer_addr()?;
+    let upstreams = match records.read().ok().and_then(|r| r.upstreams_for(peer.ip())) {
+        Some(v) => Arc::new(v),
+        None => default,
+    };
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     conn.set_write_timeout(Some(Duration::from_secs(5)))?;
     loop {
@@ -304,7 +342,7 @@ fn tcp_conn(
         let reply = match decision {
             Decision::Reply(v) => Some(v),
             Decision::Drop => None,
-            Decision::Forward => relay_tcp(&query, upstreams).or_else(|| servfail(&query)),
+            Decision::Forward => relay_tcp(&query, &upstreams).or_else(|| servfail(&query)),
         };
         match reply {
             Some(r) => write_frame(&mut conn, &r)?,
@@ -350,9 +388,9 @@ fn serve(
             Err(_) => continue,
         };
         let packet = &buf[..n];
-        let decision = match records.read() {
-            Ok(r) => decide(packet, &r),
-            Err(_) => Decision::Drop,
+        let (decision, own) = match records.read() {
+            Ok(r) => (decide(packet, &r), r.upstreams_for(peer.ip())),
+            Err(_) => (Decision::Drop, None),
         };
         match decision {
             Decision::Reply(v) => {
@@ -367,7 +405,7 @@ fn serve(
                 inflight.fetch_add(1, Ordering::SeqCst);
                 let (sock, upstreams, counter, packet) = (
                     sock.clone(),
-                    upstreams.clone(),
+                    own.map(Arc::new).unwrap_or_else(|| upstreams.clone()),
                     inflight.clone(),
                     packet.to_vec(),
                 );
@@ -465,11 +503,29 @@ mod tests {
             Decision::Forward
         );
         assert_eq!(decide(b"garbage", &r), Decision::Drop);
+        r.set_upstreams(
+            "ep2",
+            &[
+                "10.213.250.1".parse().unwrap(),
+                "127.0.0.1".parse().unwrap(),
+            ],
+        );
+        assert_eq!(
+            r.upstreams_for("10.213.1.3".parse().unwrap()),
+            Some(vec!["10.213.250.1:53".parse().unwrap()])
+        );
+        assert_eq!(
+            r.upstreams_for("10.213.1.2".parse().unwrap()),
+            None,
+            "ep1 uses the network's"
+        );
         r.remove("ep1");
         assert_eq!(
             decide(&query("frontend", RecordType::A), &r),
             Decision::Forward
         );
+        r.remove("ep2");
+        assert_eq!(r.upstreams_for("10.213.1.3".parse().unwrap()), None);
     }
 
     #[test]

@@ -126,6 +126,8 @@ pub struct EndpointSpec {
     pub ports: Vec<PortRequest>,
     /// Interface name inside; the lowest free `ethN` of the container when `None`.
     pub ifname: Option<String>,
+    /// The container's `--dns`: the embedded resolver relays its queries there.
+    pub dns_servers: Vec<IpAddr>,
 }
 
 /// An attached endpoint as stored and inspected.
@@ -160,6 +162,9 @@ pub struct Endpoint {
     pub gateway: Option<Ipv4Addr>,
     /// Published ports.
     pub ports: Vec<PortMapping>,
+    /// The container's own upstream resolvers (`--dns`).
+    #[serde(default)]
+    pub dns_servers: Vec<IpAddr>,
 }
 
 impl Endpoint {
@@ -393,6 +398,7 @@ impl Manager {
                         .filter(|e| e.network_id == n.id)
                     {
                         srv.set(&e.id, &e.dns_names(&n.name), e.ip);
+                        srv.set_upstreams(&e.id, &e.dns_servers);
                     }
                     inner.dns.insert(n.id.clone(), srv);
                 }
@@ -762,6 +768,7 @@ impl Manager {
             mac: spec.mac.unwrap_or_else(|| Mac::from_ip(ip)),
             gateway: (!net.internal).then_some(net.ipam.gateway),
             ports,
+            dns_servers: spec.dns_servers.clone(),
         };
         // set up: veth, inside, rules, DNS, store
         let plan = VethPlan {
@@ -823,6 +830,7 @@ impl Manager {
         }
         if let Some(srv) = inner.dns.get(&net.id) {
             srv.set(&id, &ep.dns_names(&net.name), ip);
+            srv.set_upstreams(&id, &ep.dns_servers);
         }
         inner.reservations.insert(id, fds);
         Ok(ep)

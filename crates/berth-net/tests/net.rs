@@ -1132,3 +1132,65 @@ fn concurrent_connects_and_disconnects() {
     assert!(!ok(&["nft", "list", "chain", "inet", &f.table, "ports"]).contains("dnat"));
     f.finish();
 }
+
+/// A container's own `--dns` servers: the resolver relays that container's queries there,
+/// while everybody else gets the network's upstreams (none here: SERVFAIL at once).
+#[test]
+fn dns_relays_to_the_containers_own_servers() {
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record};
+    let mut f = Fixture::new();
+    let up = f.network(2, false, false);
+    let upstream = UdpSocket::bind((up.ipam.gateway, 53)).expect("bind fake upstream");
+    let answer = Ipv4Addr::new(10, 213, 251, 251);
+    let server = std::thread::spawn(move || {
+        // answer every query (A with `answer`, others empty) until idle for a second
+        let mut buf = [0u8; 1500];
+        upstream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let mut answered = 0;
+        while let Ok((n, peer)) = upstream.recv_from(&mut buf) {
+            let q = Message::from_vec(&buf[..n]).unwrap();
+            let mut r = Message::new();
+            r.set_id(q.id())
+                .set_message_type(MessageType::Response)
+                .add_query(q.queries()[0].clone());
+            if q.queries()[0].query_type() == hickory_proto::rr::RecordType::A {
+                r.add_answer(Record::from_rdata(
+                    q.queries()[0].name().clone(),
+                    60,
+                    RData::A(A(answer)),
+                ));
+            }
+            upstream.send_to(&r.to_vec().unwrap(), peer).unwrap();
+            answered += 1;
+        }
+        answered
+    });
+    let net = f.network(1, false, true);
+    let (ns, p) = f.netns();
+    let mut s = f.spec("c1", "own", &p);
+    s.dns_servers = vec![up.ipam.gateway.into()];
+    f.mgr().connect(&net.name, &s).unwrap();
+    let out = ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns,
+        "busybox",
+        "nslookup",
+        "example.test",
+        &net.ipam.gateway.to_string(),
+    ]);
+    assert!(out.contains(&answer.to_string()), "{out}");
+    assert!(server.join().unwrap() >= 1);
+    let t = Instant::now();
+    assert!(dns_query(SocketAddr::from((net.ipam.gateway, 53)), "example.test").is_empty());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "no upstream: immediate SERVFAIL"
+    );
+    f.finish();
+}
