@@ -263,8 +263,26 @@ fn unknown_command_and_flag_suggest() {
     assert!(err.contains("--all"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     // every command has --help with an example
-    for c in ["run", "ps", "images", "pull", "exec", "logs", "inspect"] {
-        let out = Command::new(BERTH).args([c, "--help"]).output().unwrap();
+    for c in [
+        "run",
+        "ps",
+        "images",
+        "pull",
+        "exec",
+        "logs",
+        "inspect",
+        "cp",
+        "network create",
+        "volume ls",
+        "container run",
+        "container ls",
+        "image ls",
+        "image pull",
+        "system df",
+        "builder prune",
+    ] {
+        let args: Vec<&str> = c.split(' ').chain(["--help"]).collect();
+        let out = Command::new(BERTH).args(&args).output().unwrap();
         assert!(out.status.success());
         assert!(
             s(&out.stdout).contains("Example"),

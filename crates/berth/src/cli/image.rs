@@ -599,27 +599,38 @@ struct ImageCli {
 enum ImageCmd {
     /// List images.
     #[command(alias = "list")]
+    #[command(after_help = "Example:\n  berth image ls --format {{.Repository}}:{{.Tag}}")]
     Ls(ImagesArgs),
     /// Download an image from a registry.
+    #[command(after_help = "Example:\n  berth image pull localhost:5000/busybox:latest")]
     Pull(PullArgs),
     /// Upload an image to a registry.
+    #[command(after_help = "Example:\n  berth image push localhost:5000/busybox:latest")]
     Push(PushArgs),
     /// Remove one or more images.
     #[command(alias = "remove")]
+    #[command(after_help = "Example:\n  berth image rm busybox:old")]
     Rm(RmiArgs),
     /// Display detailed information on one or more images.
+    #[command(after_help = "Example:\n  berth image inspect -f {{.Id}} busybox")]
     Inspect(super::system::InspectArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    #[command(after_help = "Example:\n  berth image tag busybox localhost:5000/busybox:v1")]
     Tag(TagArgs),
     /// Show the history of an image.
+    #[command(after_help = "Example:\n  berth image history --no-trunc busybox")]
     History(HistoryArgs),
     /// Save one or more images to a tar archive.
+    #[command(after_help = "Example:\n  berth image save -o busybox.tar busybox")]
     Save(SaveArgs),
     /// Load an image from a tar archive or STDIN.
+    #[command(after_help = "Example:\n  berth image load -i busybox.tar")]
     Load(LoadArgs),
     /// Import the contents from a tarball to create a filesystem image.
+    #[command(after_help = "Example:\n  berth image import rootfs.tar mybase:latest")]
     Import(ImportArgs),
     /// Remove unused images.
+    #[command(after_help = "Example:\n  berth image prune -a -f")]
     Prune(super::system::PruneArgs),
 }
 

@@ -233,56 +233,81 @@ pub enum ClientCmd {
 #[derive(Subcommand, Debug)]
 pub enum ContainerCmd {
     /// Create and run a new container from an image.
+    #[command(after_help = "Example:\n  berth container run --rm -it busybox sh")]
     Run(Box<container::RunArgs>),
     /// Create a new container.
+    #[command(after_help = "Example:\n  berth container create --name web busybox sleep 100")]
     Create(Box<container::RunArgs>),
     /// Start one or more stopped containers.
+    #[command(after_help = "Example:\n  berth container start web")]
     Start(container::StartArgs),
     /// Stop one or more running containers.
+    #[command(after_help = "Example:\n  berth container stop -t 2 web")]
     Stop(container::StopArgs),
     /// Restart one or more containers.
+    #[command(after_help = "Example:\n  berth container restart web")]
     Restart(container::StopArgs),
     /// Kill one or more running containers.
+    #[command(after_help = "Example:\n  berth container kill -s HUP web")]
     Kill(container::KillArgs),
     /// Remove one or more containers.
     #[command(alias = "remove")]
+    #[command(after_help = "Example:\n  berth container rm -f web")]
     Rm(container::RmArgs),
     /// List containers.
     #[command(alias = "ps", alias = "list")]
+    #[command(after_help = "Example:\n  berth container ls -a --format {{.Names}}")]
     Ls(container::PsArgs),
     /// Fetch the logs of a container.
+    #[command(after_help = "Example:\n  berth container logs -f web")]
     Logs(container::LogsArgs),
     /// Execute a command in a running container.
+    #[command(after_help = "Example:\n  berth container exec -it web sh")]
     Exec(container::ExecArgs),
     /// Attach to a running container.
+    #[command(after_help = "Example:\n  berth container attach web")]
     Attach(container::AttachArgs),
     /// Block until containers stop, then print their exit codes.
+    #[command(after_help = "Example:\n  berth container wait web")]
     Wait(container::NamesArgs),
     /// Display detailed information on one or more containers.
+    #[command(after_help = "Example:\n  berth container inspect -f {{.State.Status}} web")]
     Inspect(system::InspectArgs),
     /// Display the running processes of a container.
+    #[command(after_help = "Example:\n  berth container top web")]
     Top(container::TopArgs),
     /// Display resource usage statistics.
+    #[command(after_help = "Example:\n  berth container stats --no-stream")]
     Stats(container::StatsArgs),
     /// Copy files/folders between a container and the local filesystem.
+    #[command(after_help = "Example:\n  berth container cp web:/etc/hosts ./hosts")]
     Cp(cp::CpArgs),
     /// Pause all processes within one or more containers.
+    #[command(after_help = "Example:\n  berth container pause web")]
     Pause(container::NamesArgs),
     /// Unpause all processes within one or more containers.
+    #[command(after_help = "Example:\n  berth container unpause web")]
     Unpause(container::NamesArgs),
     /// Rename a container.
+    #[command(after_help = "Example:\n  berth container rename web web2")]
     Rename(container::RenameArgs),
     /// Update configuration of one or more containers.
+    #[command(after_help = "Example:\n  berth container update --memory 256m web")]
     Update(container::UpdateArgs),
     /// List port mappings.
+    #[command(after_help = "Example:\n  berth container port web 80/tcp")]
     Port(container::PortArgs),
     /// Inspect changes on a container's filesystem.
+    #[command(after_help = "Example:\n  berth container diff web")]
     Diff(container::OneArg),
     /// Create a new image from a container's changes.
+    #[command(after_help = "Example:\n  berth container commit web myimage:v2")]
     Commit(container::CommitArgs),
     /// Export a container's filesystem as a tar archive.
+    #[command(after_help = "Example:\n  berth container export -o web.tar web")]
     Export(container::ExportArgs),
     /// Remove all stopped containers.
+    #[command(after_help = "Example:\n  berth container prune -f")]
     Prune(system::PruneArgs),
 }
 

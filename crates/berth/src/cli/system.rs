@@ -534,19 +534,26 @@ pub fn prune(kind: &str, a: PruneArgs) -> anyhow::Result<i32> {
 pub enum NetworkCmd {
     /// List networks.
     #[command(alias = "list")]
+    #[command(after_help = "Example:\n  berth network ls --filter driver=bridge")]
     Ls(ListArgs),
     /// Create a network.
+    #[command(after_help = "Example:\n  berth network create --subnet 10.99.0.0/24 mynet")]
     Create(NetworkCreateArgs),
     /// Remove one or more networks.
     #[command(alias = "remove")]
+    #[command(after_help = "Example:\n  berth network rm mynet")]
     Rm(NamesOnly),
     /// Display detailed information on one or more networks.
+    #[command(after_help = "Example:\n  berth network inspect -f {{.IPAM.Config}} mynet")]
     Inspect(InspectArgs),
     /// Remove all unused networks.
+    #[command(after_help = "Example:\n  berth network prune -f")]
     Prune(PruneArgs),
     /// Connect a container to a network.
+    #[command(after_help = "Example:\n  berth network connect --alias db mynet web")]
     Connect(ConnectArgs),
     /// Disconnect a container from a network.
+    #[command(after_help = "Example:\n  berth network disconnect mynet web")]
     Disconnect(DisconnectArgs),
 }
 
@@ -762,15 +769,20 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyh
 pub enum VolumeCmd {
     /// List volumes.
     #[command(alias = "list")]
+    #[command(after_help = "Example:\n  berth volume ls -q")]
     Ls(ListArgs),
     /// Create a volume.
+    #[command(after_help = "Example:\n  berth volume create --label app=web data")]
     Create(VolumeCreateArgs),
     /// Remove one or more volumes.
     #[command(alias = "remove")]
+    #[command(after_help = "Example:\n  berth volume rm data")]
     Rm(NamesOnly),
     /// Display detailed information on one or more volumes.
+    #[command(after_help = "Example:\n  berth volume inspect data")]
     Inspect(InspectArgs),
     /// Remove unused local volumes.
+    #[command(after_help = "Example:\n  berth volume prune -f")]
     Prune(PruneArgs),
 }
 
@@ -858,12 +870,16 @@ pub fn volume(cmd: VolumeCmd) -> anyhow::Result<i32> {
 #[derive(Subcommand, Debug)]
 pub enum SystemCmd {
     /// Show docker disk usage.
+    #[command(after_help = "Example:\n  berth system df")]
     Df(DfArgs),
     /// Display system-wide information.
+    #[command(after_help = "Example:\n  berth system info")]
     Info(FormatArgs),
     /// Get real time events from the server.
+    #[command(after_help = "Example:\n  berth system events --filter type=container")]
     Events(EventsArgs),
     /// Remove unused data.
+    #[command(after_help = "Example:\n  berth system prune -f --volumes")]
     Prune(PruneArgs),
 }
 
@@ -970,6 +986,7 @@ pub fn system(cmd: SystemCmd) -> anyhow::Result<i32> {
 #[derive(Subcommand, Debug)]
 pub enum BuilderCmd {
     /// Remove build cache.
+    #[command(after_help = "Example:\n  berth builder prune -f")]
     Prune(PruneArgs),
 }
 
