@@ -1194,3 +1194,41 @@ fn dns_relays_to_the_containers_own_servers() {
     );
     f.finish();
 }
+
+/// A network whose last setup step fails (its resolver cannot bind) is rolled back entirely:
+/// no bridge, no rules, nothing in the store.
+#[test]
+fn create_network_rolls_back_when_dns_cannot_bind() {
+    let mut f = Fixture::new();
+    let taken = UdpSocket::bind("0.0.0.0:0").unwrap();
+    let mut cfg = f.config();
+    cfg.dns_port = taken.local_addr().unwrap().port();
+    drop(f.mgr.take());
+    f.mgr = Some(Manager::open(cfg).unwrap());
+    let subnet = f.subnet();
+    let mut options = BTreeMap::new();
+    options.insert("com.docker.network.bridge.name".to_string(), f.bridge(1));
+    let spec = NetworkSpec {
+        name: format!("rb{}", f.sfx),
+        ipam: IpamRequest {
+            subnet: Some(subnet),
+            ..Default::default()
+        },
+        options,
+        dns: true,
+        ..Default::default()
+    };
+    let err = f.mgr().create_network(&spec).unwrap_err();
+    assert!(err.to_string().contains("bind DNS resolver"), "{err}");
+    assert!(f.mgr().networks().is_empty());
+    assert!(f.owned_links().is_empty(), "{:?}", f.owned_links());
+    let table = ok(&["nft", "list", "table", "inet", &f.table]);
+    assert!(!table.contains(&f.bridge(1)), "{table}");
+    // the same request without DNS goes through afterwards
+    let net = f
+        .mgr()
+        .create_network(&NetworkSpec { dns: false, ..spec })
+        .unwrap();
+    assert_eq!(net.ipam.subnet, subnet);
+    f.finish();
+}
