@@ -65,6 +65,7 @@ pub struct Builder<'a> {
     cache: Cache,
     work: PathBuf,
     limit: Option<u64>,
+    prefix: String,
 }
 
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
@@ -504,12 +505,19 @@ impl<'a> Builder<'a> {
             cache,
             work,
             limit: None,
+            prefix: "berthbuild".into(),
         })
     }
 
     /// Use `resolver` for base images (the engine's pulls).
     pub fn with_resolver(mut self, resolver: &'a dyn ImageResolver) -> Self {
         self.resolver = resolver;
+        self
+    }
+
+    /// Prefix of the step containers' ids (and so of their cgroups); `berthbuild` by default.
+    pub fn with_name_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_owned();
         self
     }
 
@@ -1779,7 +1787,7 @@ impl<'a> Builder<'a> {
         // Mount points that do not exist yet: remembered to drop their stubs from the layer.
         let stubs = self.missing_paths(&mounts, &step_mounts)?;
         let req = RunRequest {
-            id: format!("berthbuild-{}", rand_suffix()),
+            id: format!("{}-{}", self.prefix, rand_suffix()),
             rootfs: mounts.clone(),
             args: args.clone(),
             env,

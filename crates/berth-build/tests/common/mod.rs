@@ -115,7 +115,9 @@ impl Env {
     }
 
     pub fn builder(&self) -> Builder<'_> {
-        Builder::new(&self.images, &self.runner).unwrap()
+        Builder::new(&self.images, &self.runner)
+            .unwrap()
+            .with_name_prefix(&self.name)
     }
 
     pub fn build(
@@ -166,8 +168,26 @@ impl Drop for Env {
                 let _ = rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH);
             }
         }
+        // ... and no step container's cgroup stays behind.
+        let mut cgroups = Vec::new();
+        let mut stack = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
+        while let Some((dir, depth)) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    if e.file_name().to_string_lossy().contains(&self.name) {
+                        cgroups.push(e.path());
+                    } else if depth < 3 {
+                        stack.push((e.path(), depth + 1));
+                    }
+                }
+            }
+        }
         if !std::thread::panicking() {
             assert!(leaked.is_empty(), "mounts leaked: {leaked:?}");
+            assert!(cgroups.is_empty(), "cgroups leaked: {cgroups:?}");
         }
     }
 }
