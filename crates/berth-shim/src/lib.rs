@@ -111,13 +111,14 @@ pub fn read_config(dir: &Path) -> Result<ShimConfig, ShimError> {
     })
 }
 
-/// Write `v` as JSON to `path` atomically (temp file + fsync + rename).
+/// Write `v` as JSON to `path` atomically (temp file + rename). No fsync: these files live
+/// under the exec root (tmpfs in production) and only have to survive process crashes; after a
+/// power loss every container is gone anyway.
 pub fn write_json_atomic<T: Serialize>(path: &Path, v: &T) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&serde_json::to_vec(v).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
     }
     std::fs::rename(&tmp, path)
 }

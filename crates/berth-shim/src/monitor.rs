@@ -1022,9 +1022,6 @@ impl Monitor {
             .oom_kill_count(&self.cfg.id)
             .map(|n| n > 0)
             .unwrap_or(false);
-        if let Err(e) = self.rt.delete(&self.cfg.id, true) {
-            log(&format!("delete runtime state: {e}"));
-        }
         let es = ExitStatus {
             oom_killed: oom,
             ..es
@@ -1063,5 +1060,9 @@ impl Monitor {
             }
         }
         let _ = self.ctr.pidfd.take();
+        // after the waiters have their answer: the cgroup removal can take an RCU grace period
+        if let Err(e) = self.rt.delete(&self.cfg.id, true) {
+            log(&format!("delete runtime state: {e}"));
+        }
     }
 }

@@ -1105,15 +1105,21 @@ impl ContainerManager {
             r.exits += 1;
         });
         let r = c.record();
-        let me = self.clone();
-        let rr = r.clone();
-        let _ = tokio::task::spawn_blocking(move || me.unmount_and_release(&rr)).await;
         self.save_ctr(c);
         if es.oom_killed {
             self.publish(c, "oom", &[]);
         }
         self.publish(c, "die", &[("exitCode", es.exit_code.to_string())]);
         c.notify();
+        {
+            // not while a start mounts it again
+            let _op = c.op.lock().await;
+            if !c.is_running() {
+                let me = self.clone();
+                let rr = r.clone();
+                let _ = tokio::task::spawn_blocking(move || me.unmount_and_release(&rr)).await;
+            }
+        }
         if r.host_config.auto_remove {
             let _ = self.remove(c, true, false).await;
             return;
