@@ -867,6 +867,10 @@ struct Registry {
 
 impl Registry {
     fn start(root: &Path) -> Registry {
+        Registry::start_with(root, &[])
+    }
+
+    fn start_with(root: &Path, extra: &[&str]) -> Registry {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -876,6 +880,7 @@ impl Registry {
         let child = Command::new(BERTH)
             .args(["registry", "serve", "--addr", &addr, "--root"])
             .arg(root.join("registry"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -1498,4 +1503,77 @@ fn management_commands_match_docker(d: &Daemon) {
         .output()
         .unwrap();
     assert_eq!(s(&out.stdout), "Not logged in to localhost:1\n");
+}
+
+#[test]
+fn login_push_logout_dockerd() {
+    if let Some(d) = Daemon::start(Kind::Docker) {
+        login_push_logout(&d)
+    }
+}
+
+#[test]
+fn login_push_logout_berthd() {
+    if let Some(d) = Daemon::start(Kind::Berth) {
+        login_push_logout(&d)
+    }
+}
+
+fn login_push_logout(d: &Daemon) {
+    let htpasswd = d.root.join("htpasswd");
+    let hash = bcrypt::hash("berthpw", 4).unwrap();
+    std::fs::write(&htpasswd, format!("berthuser:{hash}\n")).unwrap();
+    let reg = Registry::start_with(&d.root, &["--htpasswd", htpasswd.to_str().unwrap()]);
+    let cfg = d.root.join("client-config");
+    let berth = |args: &[&str], stdin: &str| {
+        let mut c = Command::new(BERTH)
+            .args(["-H", &d.sock, "--config", cfg.to_str().unwrap()])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    let r = format!("{}/berthtest/private:v1", reg.addr);
+    assert!(d.berth(&["tag", "berthtest/busybox", &r]).status.success());
+    // without credentials the push fails with the registry's error inside the stream
+    let out = berth(&["push", &r], "");
+    assert_eq!(out.status.code(), Some(1), "{}", s(&out.stdout));
+    // a wrong password is refused by the daemon's /auth
+    let out = berth(
+        &["login", "-u", "berthuser", "--password-stdin", &reg.addr],
+        "wrong\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        s(&out.stderr).starts_with("Error response from daemon: "),
+        "{}",
+        s(&out.stderr)
+    );
+    let out = berth(
+        &["login", "-u", "berthuser", "--password-stdin", &reg.addr],
+        "berthpw\n",
+    );
+    assert!(out.status.success(), "{}", s(&out.stderr));
+    assert_eq!(s(&out.stdout), "Login Succeeded\n");
+    let conf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cfg.join("config.json")).unwrap()).unwrap();
+    assert!(conf["auths"][&reg.addr]["auth"].is_string(), "{conf}");
+    // the stored credentials travel in X-Registry-Auth
+    let out = berth(&["push", &r], "");
+    assert!(out.status.success(), "{}{}", s(&out.stdout), s(&out.stderr));
+    let _ = d.docker(&["rmi", &r]);
+    let out = berth(&["pull", "-q", &r], "");
+    assert_eq!(s(&out.stdout), format!("{r}\n"), "{}", s(&out.stderr));
+    let out = berth(&["logout", &reg.addr], "");
+    assert_eq!(
+        s(&out.stdout),
+        format!("Removing login credentials for {}\n", reg.addr)
+    );
+    let conf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cfg.join("config.json")).unwrap()).unwrap();
+    assert!(conf["auths"].get(&reg.addr).is_none());
 }
