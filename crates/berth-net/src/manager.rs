@@ -710,12 +710,15 @@ impl Manager {
                 "interface {ifname} already exists in the container"
             )));
         }
-        if !spec.ports.is_empty() && net.internal {
-            return Err(NetError::Invalid(format!(
-                "ports cannot be published on internal network {}",
-                net.name
-            )));
-        }
+        // Docker accepts -p on an internal network and publishes nothing: same here.
+        let requested: &[PortRequest] = if net.internal {
+            if !spec.ports.is_empty() {
+                tracing::warn!(network = %net.name, "ports are not published on internal networks");
+            }
+            &[]
+        } else {
+            &spec.ports
+        };
         use std::os::unix::fs::MetadataExt;
         let netns_ino = std::fs::metadata(&spec.netns)
             .map_err(|e| NetError::io(format!("stat {}", spec.netns.display()), e))?
@@ -735,7 +738,7 @@ impl Manager {
         };
         let mut fds = Vec::new();
         let mut ports = Vec::new();
-        for p in &spec.ports {
+        for p in requested {
             match reserve(p.host_ip, p.host_port, p.proto) {
                 Ok((fd, port)) => {
                     fds.push(fd);

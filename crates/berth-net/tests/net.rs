@@ -503,6 +503,14 @@ fn isolation_between_networks_and_internal() {
     // internal: no default route, nothing forwarded out even with a route
     assert_eq!(eb.gateway, None);
     assert!(!ok(&["ip", "-n", &nsb, "route"]).contains("default"));
+    let (_nsd, pd) = f.netns();
+    let mut sd = f.spec("cd", "d", &pd);
+    sd.ports = berth_net::ports::parse_publish("127.0.0.1::80").unwrap();
+    let ed = f
+        .mgr()
+        .connect(&b.name, &sd)
+        .expect("-p on an internal network is accepted");
+    assert!(ed.ports.is_empty(), "and publishes nothing");
     assert!(!ping(&nsb, ea.ip), "internal -> other bridge");
     ok(&[
         "ip",
