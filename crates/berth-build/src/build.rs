@@ -681,6 +681,30 @@ impl<'a> Builder<'a> {
             let labels = st.run().labels.get_or_insert_with(BTreeMap::new);
             labels.extend(opts.labels.clone());
         }
+        let mut declared: BTreeSet<String> =
+            df.args_before_from.iter().map(|a| a.name.clone()).collect();
+        for stage in &df.stages {
+            for step in &stage.instructions {
+                if let Instruction::Arg(args) = &step.instruction {
+                    declared.extend(args.iter().map(|a| a.name.clone()));
+                }
+            }
+        }
+        let unused: Vec<&str> = opts
+            .build_args
+            .keys()
+            .filter(|k| !declared.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !unused.is_empty() {
+            progress(&Event::Output {
+                step: total,
+                line: format!(
+                    "[Warning] One or more build-args [{}] were not consumed\n",
+                    unused.join(" ")
+                ),
+            });
+        }
         let (id, manifest) = write_image(self.images, &lease, &st.config, &st.layers, &opts.tags)?;
         progress(&Event::Built { id: id.clone() });
         let mut tags = Vec::new();
@@ -1500,6 +1524,11 @@ impl<'a> Builder<'a> {
         vars: &[(String, String)],
     ) -> Result<(), BuildError> {
         let esc = ctx.df.escape;
+        if run.security == Some(berth_dockerfile::Security::Insecure) {
+            return Err(BuildError::Unsupported(
+                "RUN --security=insecure needs the security.insecure entitlement, which this builder does not grant".into(),
+            ));
+        }
         let shell = st.shell();
         let mut extra_files: Vec<(String, Vec<u8>)> = Vec::new();
         let args = match run.script() {

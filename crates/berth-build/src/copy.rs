@@ -683,3 +683,16 @@ impl<R: Read> Read for PadTo<R> {
         Ok(n)
     }
 }
+
+/// Extract a build context tar (plain, gzip or zstd, as `POST /build` receives it) into the
+/// empty directory `dir`, safely: entries never land outside `dir`, device nodes are refused,
+/// `.wh.` names are plain files and owners are the caller's.
+pub fn unpack_context(reader: impl Read, dir: &Path) -> Result<u64, BuildError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| BuildError::io(format!("create {}", dir.display()), e))?;
+    let mut opts = ApplyOptions::with_whiteout(WhiteoutMode::Literal);
+    opts.allow_devices = false;
+    opts.same_owner = false;
+    let rep = berth_image::layer::apply_layer(dir, reader, &opts)?;
+    Ok(rep.uncompressed_size)
+}

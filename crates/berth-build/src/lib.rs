@@ -33,6 +33,7 @@ use std::time::Duration;
 
 pub use build::{commit_upper, Builder, CommitOptions, ImageResolver, LocalResolver};
 pub use cache::{Cache, PruneReport};
+pub use copy::unpack_context;
 pub use error::BuildError;
 pub use fsutil::resolve_user;
 pub use runner::{step_spec, OciRunner, RunRequest, StepMount, StepNetwork, StepRunner};

@@ -562,8 +562,7 @@ fn config_and_history_as_docker_writes_them() {
     assert!(cfg
         .history
         .iter()
-        .any(|h| h.empty_layer
-            && h.created_by.as_deref() == Some("/bin/sh -c #(nop)  EXPOSE 80")));
+        .any(|h| h.empty_layer && h.created_by.as_deref() == Some("/bin/sh -c #(nop)  EXPOSE 80")));
 }
 
 #[test]
@@ -833,4 +832,65 @@ fn hostile_paths_stay_inside_their_roots() {
         .join(outside.path().strip_prefix("/").unwrap())
         .join("f");
     assert_eq!(std::fs::read_to_string(inner).unwrap(), "f\n");
+}
+
+#[test]
+fn context_tar_unpacks_safely_and_unused_args_warn() {
+    let env = Env::new();
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        ("Dockerfile", &b"FROM busybox\nCOPY f /f\n"[..]),
+        ("f", b"ctx\n"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    // a hostile entry climbing out of the context is refused
+    let good = b.into_inner().unwrap();
+    let dir = env.dir.path().join("ctx-from-tar");
+    berth_build::unpack_context(std::io::Cursor::new(&good), &dir).unwrap();
+    let mut evil = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(1);
+    h.as_gnu_mut().unwrap().name[..12].copy_from_slice(b"../escape.tx");
+    h.set_cksum();
+    evil.append(&h, &b"x"[..]).unwrap();
+    let evil_dir = env.dir.path().join("ctx-evil");
+    assert!(berth_build::unpack_context(
+        std::io::Cursor::new(evil.into_inner().unwrap()),
+        &evil_dir
+    )
+    .is_err());
+    assert!(!env.dir.path().join("escape.tx").exists());
+    let opts = BuildOptions {
+        context: dir.clone(),
+        dockerfile: None,
+        build_args: [
+            ("UNUSED".to_string(), "1".to_string()),
+            ("HTTP_PROXY".into(), "x".into()),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let events = Mutex::new(Vec::new());
+    let r = env
+        .builder()
+        .build(&opts, &|e: &Event| events.lock().unwrap().push(e.clone()))
+        .unwrap();
+    let s = stream(&events.into_inner().unwrap());
+    assert!(
+        s.contains("[Warning] One or more build-args [UNUSED] were not consumed\n"),
+        "{s}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.unpack(&r.id.to_string()).join("f")).unwrap(),
+        "ctx\n"
+    );
+    let e = env
+        .build(&dir, "FROM busybox\nRUN --security=insecure true\n", |_| {})
+        .unwrap_err();
+    assert_eq!(e.kind(), berth_core::ErrorKind::Unsupported);
 }
