@@ -894,3 +894,40 @@ fn context_tar_unpacks_safely_and_unused_args_warn() {
         .unwrap_err();
     assert_eq!(e.kind(), berth_core::ErrorKind::Unsupported);
 }
+
+#[test]
+fn pull_policy_reaches_the_resolver() {
+    use berth_build::{BuildError, ImageResolver, LocalResolver};
+    use berth_image::{ImageService, ResolvedImage};
+    struct Recording(Mutex<Vec<(String, bool)>>);
+    impl ImageResolver for Recording {
+        fn resolve(
+            &self,
+            images: &ImageService,
+            name: &str,
+            pull: bool,
+        ) -> Result<ResolvedImage, BuildError> {
+            self.0.lock().unwrap().push((name.to_owned(), pull));
+            LocalResolver.resolve(images, name, pull)
+        }
+    }
+    let env = Env::new();
+    let ctx = env.context(&[]);
+    let rec = Recording(Mutex::new(Vec::new()));
+    let b = env.builder().with_resolver(&rec);
+    let opts = BuildOptions {
+        context: ctx.clone(),
+        dockerfile: Some(
+            "FROM busybox AS a\nFROM busybox\nCOPY --from=busybox /bin/busybox /bb\n".into(),
+        ),
+        pull: true,
+        ..Default::default()
+    };
+    b.build(&opts, &|_| {}).unwrap();
+    let calls = rec.0.into_inner().unwrap();
+    assert!(calls.iter().all(|(n, p)| n == "busybox" && *p), "{calls:?}");
+    assert_eq!(calls.len(), 2, "unused stage a is not resolved: {calls:?}");
+    let e = env.build(&ctx, "FROM nosuchimage:1\n", |_| {}).unwrap_err();
+    assert_eq!(e.kind(), berth_core::ErrorKind::NotFound);
+    assert!(e.to_string().contains("nosuchimage:1"), "{e}");
+}
