@@ -199,6 +199,7 @@ struct Inner {
 pub struct Manager {
     cfg: Config,
     inner: Mutex<Inner>,
+    startup_errors: Vec<String>,
 }
 
 fn random_hex(bytes: usize) -> Result<String> {
@@ -230,7 +231,8 @@ impl Manager {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
                 .map_err(|e| NetError::io("enable net.ipv4.ip_forward", e))?;
         }
-        let m = Manager {
+        let mut m = Manager {
+            startup_errors: Vec::new(),
             cfg,
             inner: Mutex::new(Inner {
                 state,
@@ -239,8 +241,19 @@ impl Manager {
                 reservations: HashMap::new(),
             }),
         };
-        m.reconcile()?;
+        // Only an unreadable host (no netlink) is fatal; a network that cannot be restored is
+        // reported and the others keep working.
+        let errs = m.reconcile()?;
+        for e in &errs {
+            tracing::warn!("network reconciliation: {e}");
+        }
+        m.startup_errors = errs.iter().map(|e| e.to_string()).collect();
         Ok(m)
+    }
+
+    /// What reconciliation at [`Manager::open`] could not repair (also logged as warnings).
+    pub fn startup_errors(&self) -> &[String] {
+        &self.startup_errors
     }
 
     /// The configuration.
@@ -314,7 +327,7 @@ impl Manager {
     }
 
     /// Brings devices, rules and resolvers in line with the store (run at start-up).
-    fn reconcile(&self) -> Result<()> {
+    fn reconcile(&self) -> Result<Vec<NetError>> {
         let mut g = self.lock();
         let inner = &mut *g;
         let prefix = format!("berth:{}:", self.cfg.table);
@@ -418,7 +431,7 @@ impl Manager {
         if let Err(e) = self.persist(&inner.state) {
             errs.push(e);
         }
-        NetError::collect(errs)
+        Ok(errs)
     }
 
     fn create_bridge(&self, n: &Network) -> Result<()> {

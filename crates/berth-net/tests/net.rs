@@ -634,6 +634,11 @@ fn reconcile_after_crash() {
         &format!("berth:{}:ep:{}", f.table, "0".repeat(64)),
     ]);
     f.mgr = Some(Manager::open(f.config()).expect("reopen"));
+    assert!(
+        f.mgr().startup_errors().is_empty(),
+        "{:?}",
+        f.mgr().startup_errors()
+    );
     let eps = f.mgr().endpoints(&net.name).unwrap();
     assert_eq!(
         eps.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
