@@ -1638,6 +1638,7 @@ impl<'a> Builder<'a> {
                 options: vec!["rbind".into(), "ro".into()],
             });
         }
+        let mut secret_env: Vec<String> = Vec::new();
         for s in &specs {
             let target = s.target.clone().unwrap_or_default();
             let target = if target.starts_with('/') {
@@ -1674,6 +1675,15 @@ impl<'a> Builder<'a> {
                                 source: src.clone(),
                                 options: vec!["rbind".into(), "ro".into()],
                             });
+                            if let Some(var) = &s.env {
+                                // the value reaches the process only, never the cache key
+                                let v = std::fs::read(src)
+                                    .map_err(|e| BuildError::io(format!("read secret {id}"), e))?;
+                                secret_env.push(format!(
+                                    "{var}={}",
+                                    String::from_utf8_lossy(&v).trim_end_matches('\n')
+                                ));
+                            }
                         }
                         None if s.required => {
                             return Err(BuildError::NotFound(format!(
@@ -1819,7 +1829,7 @@ impl<'a> Builder<'a> {
             id: format!("{}-{}", self.prefix, rand_suffix()),
             rootfs: mounts.clone(),
             args: args.clone(),
-            env,
+            env: env.into_iter().chain(secret_env).collect(),
             user: (uid, gid),
             additional_gids: Vec::new(),
             workdir,

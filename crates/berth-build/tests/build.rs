@@ -440,6 +440,21 @@ fn secrets_are_mounted_but_never_stored() {
     )
     .unwrap();
     assert!(!String::from_utf8_lossy(&data).contains("run/secrets"));
+    // a secret as an environment variable: seen by the step, stored nowhere
+    let (r3, _) = env
+        .build(
+            &ctx,
+            "FROM busybox\nRUN --mount=type=secret,id=tok,env=TOK echo ${#TOK} > /env-len\n",
+            |o| {
+                o.secrets.insert("tok".into(), secret.clone());
+            },
+        )
+        .unwrap();
+    let len = std::fs::read_to_string(env.unpack(&r3.id.to_string()).join("env-len")).unwrap();
+    assert_eq!(len.trim(), "12");
+    let cfg =
+        serde_json::to_string(&env.images.resolve(&r3.id.to_string()).unwrap().config).unwrap();
+    assert!(!cfg.contains("s3cr3t"));
     // a changed secret does not invalidate the cache (only the id is in the key)
     std::fs::write(&secret, "other-value!").unwrap();
     let (r2, _) = env
