@@ -1162,16 +1162,13 @@ pub fn ps_row(c: &Value, trunc: bool) -> Value {
         image.to_string()
     };
     let created = nf(c, "Created");
-    let size = if c.get("SizeRw").is_some() || c.get("SizeRootFs").is_some() {
-        let rw = nf(c, "SizeRw");
-        let root = nf(c, "SizeRootFs");
-        if root > 0 {
-            format!("{} (virtual {})", output::size(rw), output::size(root))
-        } else {
-            output::size(rw)
-        }
+    // docker's formatter: "0B" when the daemon sent no sizes
+    let rw = nf(c, "SizeRw");
+    let root = nf(c, "SizeRootFs");
+    let size = if root > 0 {
+        format!("{} (virtual {})", output::size(rw), output::size(root))
     } else {
-        String::new()
+        output::size(rw)
     };
     json!({
         "ID": if trunc { short_id(id) } else { id.to_string() },
@@ -1187,6 +1184,7 @@ pub fn ps_row(c: &Value, trunc: bool) -> Value {
         "Labels": labels,
         "Mounts": mounts.join(","),
         "Networks": nets.join(","),
+        "Platform": Value::Null,
         "LocalVolumes": c["Mounts"].as_array().map(|m| m.iter().filter(|x| sf(x, "Driver") == "local").count()).unwrap_or(0).to_string(),
     })
 }

@@ -53,7 +53,7 @@ const IMAGE_HEADERS: &[(&str, &str)] = &[
 ];
 
 /// Rows docker's image formatter shows for one `/images/json` entry (one per tag).
-pub fn image_rows(i: &Value, trunc: bool) -> Vec<Value> {
+pub fn image_rows(i: &Value, trunc: bool, digests_shown: bool) -> Vec<Value> {
     let id = sf(i, "Id");
     let id = if trunc { short_id(id) } else { id.to_string() };
     let created = nf(i, "Created");
@@ -83,6 +83,20 @@ pub fn image_rows(i: &Value, trunc: bool) -> Vec<Value> {
             .to_string();
         tags.push((repo, "<none>".into()));
     }
+    // docker's formatter: -1 (not computed) shows as N/A
+    let n = |k: &str| i.get(k).and_then(|x| x.as_i64()).unwrap_or(-1);
+    let containers = match n("Containers") {
+        -1 => "N/A".to_string(),
+        c => c.to_string(),
+    };
+    let shared = match n("SharedSize") {
+        -1 => "N/A".to_string(),
+        x => output::size(x),
+    };
+    let unique = match (n("Size"), n("SharedSize")) {
+        (-1, _) | (_, -1) => "N/A".to_string(),
+        (sz, sh) => output::size(sz - sh),
+    };
     tags.into_iter()
         .map(|(repo, tag)| {
             let digest = digests
@@ -90,6 +104,7 @@ pub fn image_rows(i: &Value, trunc: bool) -> Vec<Value> {
                 .find(|d| d.split('@').next() == Some(repo.as_str()))
                 .and_then(|d| d.split('@').nth(1))
                 .unwrap_or("<none>");
+            let digest = if digests_shown { digest } else { "<none>" };
             serde_json::json!({
                 "Repository": repo,
                 "Tag": tag,
@@ -98,10 +113,10 @@ pub fn image_rows(i: &Value, trunc: bool) -> Vec<Value> {
                 "CreatedSince": output::ago(created),
                 "CreatedAt": output::go_time(created),
                 "Size": size,
-                "VirtualSize": size,
-                "SharedSize": "N/A",
-                "UniqueSize": "N/A",
-                "Containers": "N/A",
+                "VirtualSize": output::size4(nf(i, "Size")),
+                "SharedSize": shared,
+                "UniqueSize": unique,
+                "Containers": containers,
             })
         })
         .collect()
@@ -124,7 +139,11 @@ pub fn images(a: ImagesArgs) -> anyhow::Result<i32> {
     let list = c.get_json(&format!("/images/json?{}", q.join("&")))?;
     let mut rows = Vec::new();
     for i in list.as_array().into_iter().flatten() {
-        rows.extend(image_rows(i, !a.no_trunc));
+        rows.extend(image_rows(
+            i,
+            !a.no_trunc,
+            a.digests || a.format.as_deref().is_some_and(|f| f.contains(".Digest")),
+        ));
     }
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -673,14 +692,14 @@ mod tests {
     #[test]
     fn rows_per_tag_and_untagged() {
         let i = json!({"Id":"sha256:0123456789abcdef0123","Created":0,"Size":4_260_000,"RepoTags":["busybox:latest","busybox:1"],"RepoDigests":[]});
-        let r = image_rows(&i, true);
+        let r = image_rows(&i, true, true);
         assert_eq!(r.len(), 2);
         assert_eq!(r[0]["Repository"], "busybox");
         assert_eq!(r[1]["Tag"], "1");
         assert_eq!(r[0]["ID"], "0123456789ab");
         assert_eq!(r[0]["Size"], "4.26MB");
         let u = json!({"Id":"sha256:ab","Created":0,"Size":1,"RepoTags":null,"RepoDigests":["x/y@sha256:cd"]});
-        let r = image_rows(&u, true);
+        let r = image_rows(&u, true, true);
         assert_eq!(
             (
                 r[0]["Repository"].as_str(),

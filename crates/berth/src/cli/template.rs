@@ -462,7 +462,7 @@ fn call(f: &str, args: Vec<Value>) -> Result<Value, TemplateError> {
     Ok(match f {
         "json" => {
             need(1)?;
-            Value::String(serde_json::to_string(&args[0]).unwrap_or_default())
+            Value::String(go_json(&args[0]))
         }
         "upper" => {
             need(1)?;
@@ -567,6 +567,23 @@ fn call(f: &str, args: Vec<Value>) -> Result<Value, TemplateError> {
         }
         _ => return Err(TemplateError(format!("function {f:?} not defined"))),
     })
+}
+
+/// JSON as Go's encoding/json writes it: `<`, `>`, `&`, U+2028 and U+2029 escaped.
+pub fn go_json(v: &Value) -> String {
+    let s = serde_json::to_string(v).unwrap_or_default();
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => o.push_str("\\u003c"),
+            '>' => o.push_str("\\u003e"),
+            '&' => o.push_str("\\u0026"),
+            '\u{2028}' => o.push_str("\\u2028"),
+            '\u{2029}' => o.push_str("\\u2029"),
+            c => o.push(c),
+        }
+    }
+    o
 }
 
 fn printf(fmt: &str, args: &[Value]) -> String {
@@ -693,6 +710,10 @@ mod tests {
         assert_eq!(r("{{.ID}} {{.Names}}", v.clone()), "abc web");
         assert_eq!(r("{{.N.S}}", v.clone()), "deep");
         assert_eq!(r("{{json .L}}", v.clone()), r#"["x","y"]"#);
+        assert_eq!(
+            r("{{json .}}", json!({"a": "<none>&"})),
+            r#"{"a":"\u003cnone\u003e\u0026"}"#
+        );
         assert_eq!(r(r#"{{index .Labels "b"}}"#, v.clone()), "2");
         assert_eq!(r(r#"{{join .L ","}}"#, v.clone()), "x,y");
         assert_eq!(r("{{upper .ID}}|{{.ID | upper}}", v.clone()), "ABC|ABC");
