@@ -105,6 +105,9 @@ pub struct Network {
     pub options: BTreeMap<String, String>,
     /// Whether the embedded DNS serves it.
     pub dns: bool,
+    /// Creation time, seconds since the Unix epoch.
+    #[serde(default)]
+    pub created: u64,
 }
 
 /// What `connect` (or container start) asks for.
@@ -534,6 +537,9 @@ impl Manager {
             labels: spec.labels.clone(),
             options: spec.options.clone(),
             dns: spec.dns,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         };
         // set up, rolling back on failure
         self.create_bridge(&net)?;
@@ -1035,5 +1041,135 @@ fn reserve(ip: Option<Ipv4Addr>, want: HostPort, proto: Proto) -> Result<(OwnedF
         HostPort::Range(a, b) => (a..=b).find_map(|p| try_port(p).ok()).ok_or_else(|| {
             NetError::Conflict(format!("no free host port in {a}-{b} on {ip}/{proto}"))
         }),
+    }
+}
+
+impl Network {
+    /// Docker's `GET /networks/{id}` body (without `Created`, which the engine formats from
+    /// [`Network::created`]), with `Containers` built from `endpoints`.
+    pub fn docker_json(&self, endpoints: &[Endpoint]) -> serde_json::Value {
+        let mut ipam = serde_json::json!({"Subnet": self.ipam.subnet.to_string(), "Gateway": self.ipam.gateway.to_string()});
+        if self.ipam.range != self.ipam.subnet {
+            ipam["IPRange"] = self.ipam.range.to_string().into();
+        }
+        let containers: serde_json::Map<String, serde_json::Value> = endpoints
+            .iter()
+            .filter(|e| e.network_id == self.id)
+            .map(|e| {
+                (
+                    e.container_id.clone(),
+                    serde_json::json!({
+                        "Name": e.name,
+                        "EndpointID": e.id,
+                        "MacAddress": e.mac.to_string(),
+                        "IPv4Address": format!("{}/{}", e.ip, e.prefix),
+                        "IPv6Address": "",
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "Name": self.name,
+            "Id": self.id,
+            "Scope": "local",
+            "Driver": "bridge",
+            "EnableIPv4": true,
+            "EnableIPv6": false,
+            "IPAM": {"Driver": "default", "Options": {}, "Config": [ipam]},
+            "Internal": self.internal,
+            "Attachable": false,
+            "Ingress": false,
+            "ConfigFrom": {"Network": ""},
+            "ConfigOnly": false,
+            "Containers": containers,
+            "Options": self.options,
+            "Labels": self.labels,
+        })
+    }
+}
+
+impl Endpoint {
+    /// Docker's `NetworkSettings.Networks[name]` entry for container inspect.
+    pub fn docker_json(&self, network: &Network) -> serde_json::Value {
+        serde_json::json!({
+            "IPAMConfig": null,
+            "Links": null,
+            "Aliases": self.aliases,
+            "MacAddress": self.mac.to_string(),
+            "NetworkID": network.id,
+            "EndpointID": self.id,
+            "Gateway": self.gateway.map(|g| g.to_string()).unwrap_or_default(),
+            "IPAddress": self.ip.to_string(),
+            "IPPrefixLen": self.prefix,
+            "IPv6Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "DNSNames": self.dns_names(&network.name).into_iter().filter(|n| !n.contains('.')).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_shapes() {
+        let subnet: Subnet = "10.213.3.0/24".parse().unwrap();
+        let net = Network {
+            id: "a".repeat(64),
+            name: "front".into(),
+            bridge: "br-aaaaaaaaaaaa".into(),
+            ipam: NetworkIpam::new(
+                &IpamRequest {
+                    ip_range: Some("10.213.3.128/25".parse().unwrap()),
+                    ..Default::default()
+                },
+                subnet,
+            )
+            .unwrap(),
+            internal: true,
+            mtu: None,
+            labels: BTreeMap::from([("k".to_string(), "v".to_string())]),
+            options: BTreeMap::new(),
+            dns: true,
+            created: 0,
+        };
+        let ep = Endpoint {
+            id: "e".repeat(64),
+            network_id: net.id.clone(),
+            container_id: "c".repeat(64),
+            name: "web".into(),
+            aliases: vec!["www".into()],
+            netns: "/proc/1/ns/net".into(),
+            netns_ino: 0,
+            ifname: "eth0".into(),
+            host_veth: "vethaaaaaaa".into(),
+            ip: "10.213.3.128".parse().unwrap(),
+            prefix: 24,
+            mac: Mac::from_ip("10.213.3.128".parse().unwrap()),
+            gateway: None,
+            ports: vec![],
+            dns_servers: vec![],
+        };
+        let j = net.docker_json(std::slice::from_ref(&ep));
+        assert_eq!(
+            j["IPAM"]["Config"][0],
+            serde_json::json!({"Subnet": "10.213.3.0/24", "Gateway": "10.213.3.1", "IPRange": "10.213.3.128/25"})
+        );
+        assert_eq!(
+            j["Containers"]["c".repeat(64)]["IPv4Address"],
+            "10.213.3.128/24"
+        );
+        assert_eq!(j["Internal"], true);
+        assert_eq!(j["Labels"]["k"], "v");
+        let e = ep.docker_json(&net);
+        assert_eq!(e["IPAddress"], "10.213.3.128");
+        assert_eq!(e["Gateway"], "");
+        assert_eq!(e["MacAddress"], "02:42:0a:d5:03:80");
+        assert_eq!(
+            e["DNSNames"],
+            serde_json::json!(["web", "www", "cccccccccccc"])
+        );
     }
 }
