@@ -875,3 +875,41 @@ fn measure_run_time_and_shim_pss() {
     assert!(pss > 0 && pss < 64 * 1024, "{pss} kB");
     assert!(times[5] < Duration::from_secs(3));
 }
+
+#[test]
+fn names_generated_unique_and_conflicts() {
+    if !have_docker() {
+        return;
+    }
+    let d = Daemon::start();
+    for _ in 0..40 {
+        d.docker_ok(&["create", "busybox", "true"]);
+    }
+    let names = d.docker_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    let mut v: Vec<&str> = names.lines().collect();
+    assert_eq!(v.len(), 40);
+    v.sort();
+    v.dedup();
+    assert_eq!(v.len(), 40, "generated names are unique");
+    d.docker_ok(&["create", "--name", "berthtest-n", "busybox", "true"]);
+    let o = d.docker(&["create", "--name", "berthtest-n", "busybox", "true"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is already in use"),
+        "{o:?}"
+    );
+    let o = d.docker(&["create", "--name", "-bad", "busybox", "true"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Invalid container name"),
+        "{o:?}"
+    );
+    let o = d.docker(&["rename", "berthtest-n", v[0]]);
+    assert!(!o.status.success());
+    // a missing image is a 404 the CLI reports (it then tries to pull)
+    let o = d.docker(&["create", "--pull", "never", "berthtest-noimage"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("No such image: berthtest-noimage:latest"),
+        "{o:?}"
+    );
+    d.docker_ok(&["container", "prune", "-f"]);
+    assert_eq!(d.docker_ok(&["ps", "-aq"]).trim(), "");
+}

@@ -428,8 +428,18 @@ async fn attach(
     let stream_ = q.bool("stream")?;
     let keys = detach_keys(q.get("detachKeys").unwrap_or(""));
     let tty = r.config.tty;
+    // registered before the 101 goes out: the CLI sends start right after it
+    let waiter = if stream_ {
+        let sreq = ShimReq::Attach {
+            stdin,
+            stdout,
+            stderr,
+        };
+        Some(e.containers.attach(&c, sreq).await?)
+    } else {
+        None
+    };
     let (resp, pending) = hijack::hijack(&mut req, stream_type(v, tty));
-    let mgr = e.containers.clone();
     let log_path = e.containers.log_path(&c.id);
     e.events.publish(
         crate::Event::new("container", "attach", &c.id)
@@ -461,28 +471,16 @@ async fn attach(
                 }
             }
         }
-        if !stream_ {
-            let _ = client.shutdown().await;
-            return;
-        }
-        let sreq = ShimReq::Attach {
-            stdin,
-            stdout,
-            stderr,
+        let stream = match waiter {
+            Some(w) => w.stream().await,
+            None => None,
         };
-        match mgr.attach(&c, sreq).await {
-            Ok(Some(s)) => {
-                pump(
-                    client,
-                    s,
-                    tty,
-                    stdin,
-                    if tty && stdin { keys } else { Vec::new() },
-                    |_| {},
-                )
-                .await
+        match stream {
+            Some(s) => {
+                let keys = if tty && stdin { keys } else { Vec::new() };
+                pump(client, s, tty, stdin, keys, |_| {}).await
             }
-            _ => {
+            None => {
                 let _ = client.shutdown().await;
             }
         }

@@ -140,7 +140,15 @@ pub struct Ctr {
     /// Serialises start/stop/remove.
     op: tokio::sync::Mutex<()>,
     /// Attach streams waiting for the start.
-    pending: Mutex<Vec<PendingAttach>>,
+    pending: Mutex<Pending>,
+}
+
+/// Attach streams waiting for the next start, and whether the shim takes attaches now.
+#[derive(Debug, Default)]
+struct Pending {
+    /// The shim of the current run has taken the waiting streams (new attaches go to it).
+    started: bool,
+    list: Vec<PendingAttach>,
 }
 
 /// An attach request made before the container started.
@@ -190,6 +198,27 @@ impl Ctr {
     }
 }
 
+/// An attach stream being set up.
+pub enum AttachWait {
+    /// Connected to the running container's shim.
+    Ready(shim::ShimStream),
+    /// Waiting for the next start.
+    Pending(tokio::sync::oneshot::Receiver<shim::ShimStream>),
+    /// The container's run ended: no stream.
+    Ended,
+}
+
+impl AttachWait {
+    /// The stream, once there is one.
+    pub async fn stream(self) -> Option<shim::ShimStream> {
+        match self {
+            AttachWait::Ready(s) => Some(s),
+            AttachWait::Pending(rx) => rx.await.ok(),
+            AttachWait::Ended => None,
+        }
+    }
+}
+
 /// An exec instance.
 #[derive(Debug, Clone)]
 pub struct ExecRecord {
@@ -206,6 +235,8 @@ struct Inner {
     svc: Services,
     ctrs: Mutex<HashMap<String, Arc<Ctr>>>,
     execs: Mutex<HashMap<String, ExecRecord>>,
+    /// Held while a name is chosen and its container inserted.
+    names: Mutex<()>,
     shim_bin: PathBuf,
 }
 
@@ -289,6 +320,7 @@ impl ContainerManager {
                 svc: services.clone(),
                 ctrs: Mutex::new(HashMap::new()),
                 execs: Mutex::new(HashMap::new()),
+                names: Mutex::new(()),
                 shim_bin,
             }),
         };
@@ -337,7 +369,7 @@ impl ContainerManager {
             rec: Mutex::new(rec),
             watch: tx,
             op: tokio::sync::Mutex::new(()),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
         });
         self.inner
             .ctrs
@@ -558,15 +590,9 @@ impl ContainerManager {
         })?;
         images.unpack(&img.id.to_string())?;
         let id = crate::random_hex(32)?;
-        let name = name.unwrap_or_else(|| random_name(&id));
-        {
-            let m = self.inner.ctrs.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(o) = m.values().find(|c| c.record().name == name) {
-                return Err(EngineError::conflict(format!(
-                    "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
-                    o.id
-                )));
-            }
+        let user_name = name;
+        if let Some(n) = &user_name {
+            self.check_name_free(n)?;
         }
         let rc = img.config.config.clone().unwrap_or_default();
         let defaults = spec::ImageDefaults {
@@ -657,7 +683,7 @@ impl ContainerManager {
         let now = now_ns();
         let rec = Record {
             id: id.clone(),
-            name,
+            name: String::new(),
             created_ns: now,
             image: body.config.image.clone(),
             image_id: img.id.to_string(),
@@ -679,10 +705,45 @@ impl ContainerManager {
             manually_stopped: false,
             exits: 0,
         };
+        // choose/check the name and insert under one lock: concurrent creates never share a name
+        let _g = self.inner.names.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rec = rec;
+        rec.name = match user_name {
+            Some(n) => {
+                self.check_name_free(&n).map_err(cleanup)?;
+                n
+            }
+            None => {
+                let taken = |n: &str| self.check_name_free(n).is_err();
+                let mut n = random_name(&id);
+                let mut i = 1;
+                while taken(&n) {
+                    n = if i < 8 {
+                        random_name(&id[i * 8..])
+                    } else {
+                        format!("{}{}", random_name(&id), i)
+                    };
+                    i += 1;
+                }
+                n
+            }
+        };
         self.save(&rec).map_err(cleanup)?;
         let c = self.insert_ctr(rec);
+        drop(_g);
         self.publish(&c, "create", &[]);
         Ok((id, Vec::new()))
+    }
+
+    fn check_name_free(&self, name: &str) -> Result<(), EngineError> {
+        let m = self.inner.ctrs.lock().unwrap_or_else(|p| p.into_inner());
+        match m.values().find(|c| c.record().name == name) {
+            Some(o) => Err(EngineError::conflict(format!(
+                "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                o.id
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Binds, named and anonymous volumes, tmpfs: as mount points (volumes created as needed).
@@ -989,7 +1050,11 @@ impl ContainerManager {
             self.save_ctr(c);
             self.unmount_and_release(&r);
             // attach streams waiting for this start end now
-            c.pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            c.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .list
+                .clear();
             if r.host_config.auto_remove {
                 let me = self.clone();
                 let c2 = c.clone();
@@ -1011,8 +1076,11 @@ impl ContainerManager {
         }
         let client = self.shim(&r.id);
         // streams that attached before the start
-        let pending: Vec<PendingAttach> =
-            std::mem::take(&mut *c.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let pending: Vec<PendingAttach> = {
+            let mut p = c.pending.lock().unwrap_or_else(|p| p.into_inner());
+            p.started = true;
+            std::mem::take(&mut p.list)
+        };
         for p in pending {
             match client.open(&p.req).await {
                 Ok((reply, stream)) if reply.ok => {
@@ -1104,6 +1172,7 @@ impl ContainerManager {
             r.finished_ns = fin;
             r.exits += 1;
         });
+        c.pending.lock().unwrap_or_else(|p| p.into_inner()).started = false;
         let r = c.record();
         self.save_ctr(c);
         if es.oom_killed {
@@ -1318,15 +1387,8 @@ impl ContainerManager {
             )));
         }
         let new = new.trim_start_matches('/').to_string();
-        {
-            let m = self.inner.ctrs.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(o) = m.values().find(|o| o.record().name == new) {
-                return Err(EngineError::conflict(format!(
-                    "Conflict. The container name \"/{new}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
-                    o.id
-                )));
-            }
-        }
+        let _g = self.inner.names.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_name_free(&new)?;
         let old = c.update(|r| std::mem::replace(&mut r.name, new.clone()));
         self.save_ctr(c);
         self.publish(c, "rename", &[("oldName", format!("/{old}"))]);
@@ -1423,32 +1485,31 @@ impl ContainerManager {
         Ok(())
     }
 
-    /// Register an attach stream: connected now if the container runs, at start if it was
-    /// created, never (None) if it has exited.
-    pub async fn attach(
-        &self,
-        c: &Arc<Ctr>,
-        req: Request,
-    ) -> Result<Option<shim::ShimStream>, EngineError> {
+    /// Register an attach stream: connected to the shim now if the container runs, otherwise
+    /// queued for the next start. Call before answering the client (the CLI sends `start` as
+    /// soon as it has the 101), then await the returned [`AttachWait`].
+    pub async fn attach(&self, c: &Arc<Ctr>, req: Request) -> Result<AttachWait, EngineError> {
         let rx = {
-            let _op = c.op.lock().await;
-            let r = c.record();
-            if r.state.running {
-                let (reply, s) = self.shim(&c.id).open(&req).await?;
-                shim::check(reply)?;
-                return Ok(Some(s));
+            let mut p = c.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if !p.started {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                p.list.push(PendingAttach {
+                    req: req.clone(),
+                    tx,
+                });
+                Some(rx)
+            } else {
+                None
             }
-            if r.exits > 0 || r.state.status != "created" {
-                return Ok(None);
-            }
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            c.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(PendingAttach { req, tx });
-            rx
         };
-        Ok(rx.await.ok())
+        match rx {
+            Some(rx) => Ok(AttachWait::Pending(rx)),
+            None => match self.shim(&c.id).open(&req).await {
+                Ok((reply, s)) if reply.ok => Ok(AttachWait::Ready(s)),
+                // the run just ended
+                _ => Ok(AttachWait::Ended),
+            },
+        }
     }
 
     /// `POST /containers/{id}/resize`.
