@@ -357,6 +357,7 @@ fn tables_inspect_and_errors_match_docker(d: &Daemon) {
         "json",
         "table",
         "{{.Mounts}}|{{.Ports}}|{{.Networks}}|{{.LocalVolumes}}|{{.Size}}|{{.RunningFor}}",
+        "{{.Label \"a\"}} {{upper .Names}} {{len .Names}}",
     ] {
         same(d, &["ps", "-a", "--format", f]);
     }
@@ -612,6 +613,15 @@ fn run_exit_codes_logs_exec_like_docker(d: &Daemon) {
     let out = d.berth(&["logs", "berthtest-bg"]);
     assert_eq!(s(&out.stdout), "started\n");
     assert_eq!(s(&out.stderr), "warn\n");
+    same(d, &["logs", "-t", "berthtest-bg"]);
+    same(d, &["logs", "--tail", "1", "berthtest-bg"]);
+    same(d, &["logs", "--since", "1h", "berthtest-bg"]);
+    // logs -f streams until the container stops
+    let follow = Command::new(BERTH)
+        .args(["-H", &d.sock, "logs", "-f", "berthtest-bg"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let out = d.berth(&[
         "exec",
         "-e",
@@ -631,6 +641,9 @@ fn run_exit_codes_logs_exec_like_docker(d: &Daemon) {
     );
     let out = d.berth(&["stop", "-t", "1", "berthtest-bg"]);
     assert_eq!(s(&out.stdout), "berthtest-bg\n");
+    let out = follow.wait_with_output().unwrap();
+    assert_eq!(s(&out.stdout), "started\n");
+    assert!(out.status.success());
     let out = d.berth(&["wait", "berthtest-bg"]);
     assert_eq!(s(&out.stdout), "137\n");
     let b = d.berth(&["ps", "-a", "--filter", "name=berthtest-bg"]);

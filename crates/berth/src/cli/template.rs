@@ -432,6 +432,12 @@ fn eval_pipe(p: &Pipe, dot: &Value, root: &Value) -> Result<Value, TemplateError
                 }
                 call(f, args)?
             }
+            Arg::Field(path) if path.last().is_some_and(|m| m == "Label") && cmd.len() == 2 => {
+                // docker's formatter method `.Label "key"` over the "k=v,k2=v2" Labels column
+                let base = lookup(dot, &path[..path.len() - 1])?;
+                let key = to_text(&eval_arg(&cmd[1], dot, root)?);
+                label_of(&base, &key)
+            }
             a => {
                 if cmd.len() > 1 || prev.is_some() {
                     return Err(TemplateError("can't give argument to non-function".into()));
@@ -442,6 +448,20 @@ fn eval_pipe(p: &Pipe, dot: &Value, root: &Value) -> Result<Value, TemplateError
         prev = Some(v);
     }
     Ok(prev.unwrap_or(Value::Null))
+}
+
+fn label_of(base: &Value, key: &str) -> Value {
+    match base.get("Labels") {
+        Some(Value::Object(o)) => Value::String(o.get(key).map(to_text).unwrap_or_default()),
+        Some(Value::String(l)) => Value::String(
+            l.split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default(),
+        ),
+        _ => Value::String(String::new()),
+    }
 }
 
 fn s(v: &Value) -> String {
@@ -723,6 +743,8 @@ mod tests {
         assert_eq!(r("{{println .ID}}", v.clone()), "abc\n");
         assert_eq!(r("{{.Missing}}", v.clone()), "<no value>");
         assert_eq!(r("a {{- .ID -}} b", v.clone()), "aabcb");
+        assert_eq!(r(r#"{{.Label "b"}}"#, v.clone()), "2");
+        assert_eq!(r(r#"{{.Label "b"}}"#, json!({"Labels": "a=1,b=x"})), "x");
         assert_eq!(r("{{.Labels}}", v), "map[a:1 b:2]");
     }
 
