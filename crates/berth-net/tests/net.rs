@@ -342,6 +342,10 @@ fn bridge_endpoints_ping_dns_disconnect() {
         .connect(&net2.name, &f.spec("c1", "web", &p1))
         .expect("connect second network");
     assert_eq!(e3.ifname, "eth1");
+    // names are network-scoped: net2's resolver knows web (on both) but not db (net1 only)
+    let dns2 = SocketAddr::from((net2.ipam.gateway, 53));
+    assert_eq!(dns_query(dns2, "web"), vec![e3.ip]);
+    assert!(dns_query(dns2, "db").is_empty());
     let route = ok(&["ip", "-n", &ns1, "route"]);
     assert!(
         route.contains(&format!("default via {}", net.ipam.gateway)),
