@@ -209,6 +209,13 @@ impl Drop for MountGuard {
     }
 }
 
+/// A read-only view of a stage or image, mounted; unmounted before the view is removed
+/// (fields drop in order).
+struct SourceMount<'a> {
+    mount: MountGuard,
+    _view: Option<ActiveGuard<'a>>,
+}
+
 /// Removes an uncommitted snapshot on drop.
 struct ActiveGuard<'a> {
     images: &'a ImageService,
@@ -1381,7 +1388,7 @@ impl<'a> Builder<'a> {
         ctx: &Ctx<'_>,
         idx: usize,
         from: &str,
-    ) -> Result<(MountGuard, Option<ActiveGuard<'_>>, Option<Digest>), BuildError> {
+    ) -> Result<(SourceMount<'_>, Option<Digest>), BuildError> {
         let chain = match ctx.df.stage(from).filter(|(i, _)| *i < idx) {
             Some((i, _)) => self
                 .stage_result(ctx, i)
@@ -1402,7 +1409,13 @@ impl<'a> Builder<'a> {
             mounted: false,
         };
         let Some(c) = &chain else {
-            return Ok((g, None, None));
+            return Ok((
+                SourceMount {
+                    mount: g,
+                    _view: None,
+                },
+                None,
+            ));
         };
         let key = format!("berth-build-view-{}", rand_suffix());
         ctx.lease.add(Resource::Snapshot(key.clone()))?;
@@ -1419,7 +1432,13 @@ impl<'a> Builder<'a> {
         berth_snapshot::mount_all(&mounts, &dir)
             .map_err(|e| BuildError::Snapshot(format!("mount {from}: {e}")))?;
         g.mounted = true;
-        Ok((g, Some(view), chain))
+        Ok((
+            SourceMount {
+                mount: g,
+                _view: Some(view),
+            },
+            chain,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1475,15 +1494,16 @@ impl<'a> Builder<'a> {
                 Source::Heredoc(h) => Src::Inline(h.name.clone(), h.content.clone().into_bytes()),
             })
             .collect();
-        let (src_guard, _view, src_chain, tree) = match from {
+        let stage_tree;
+        let (src_guard, src_chain, tree) = match from {
             Some(f) => {
-                let (g, view, chain) = self.mount_source(ctx, idx, f)?;
-                let tree = SourceTree::walk(&g.dir, &DockerIgnore::default(), false)?;
-                (Some(g), view, chain, tree)
+                let (g, chain) = self.mount_source(ctx, idx, f)?;
+                stage_tree = SourceTree::walk(&g.mount.dir, &DockerIgnore::default(), false)?;
+                (Some(g), chain, &stage_tree)
             }
-            None => (None, None, None, ctx.context.clone()),
+            None => (None, None, ctx.context),
         };
-        let plan = copy::plan(Some(&tree), &srcs, &dest_abs, &mp, &co, cmd)?;
+        let plan = copy::plan(Some(tree), &srcs, &dest_abs, &mp, &co, cmd)?;
         let content = plan.cache_key(Some(&self.cache))?;
         let key = sha(&[
             &st.key,
@@ -1616,8 +1636,7 @@ impl<'a> Builder<'a> {
         // Which mount destinations exist before the run (stubs created for the others are
         // removed from the layer afterwards).
         let mut step_mounts: Vec<StepMount> = Vec::new();
-        let mut guards: Vec<MountGuard> = Vec::new();
-        let mut views: Vec<ActiveGuard<'_>> = Vec::new();
+        let mut guards: Vec<SourceMount<'_>> = Vec::new();
         let mut locks: Vec<std::fs::File> = Vec::new();
         let mut temp_files: Vec<PathBuf> = Vec::new();
         let tmp_dir = self.work.join(format!("run-{}", rand_suffix()));
@@ -1769,12 +1788,9 @@ impl<'a> Builder<'a> {
                     let src_rel = s.source.clone().unwrap_or_default();
                     let root = match &s.from {
                         Some(f) => {
-                            let (g, view, _) = self.mount_source(ctx, idx, f)?;
-                            let r = g.dir.clone();
+                            let (g, _) = self.mount_source(ctx, idx, f)?;
+                            let r = g.mount.dir.clone();
                             guards.push(g);
-                            if let Some(v) = view {
-                                views.push(v);
-                            }
                             r
                         }
                         None => ctx.opts.context.clone(),
@@ -1844,7 +1860,6 @@ impl<'a> Builder<'a> {
         };
         let code = self.runner.run(&req, &mut out)?;
         drop(guards);
-        drop(views);
         drop(locks);
         if code != 0 {
             return Err(BuildError::StepFailed {
