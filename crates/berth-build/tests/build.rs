@@ -946,3 +946,48 @@ fn pull_policy_reaches_the_resolver() {
     assert_eq!(e.kind(), berth_core::ErrorKind::NotFound);
     assert!(e.to_string().contains("nosuchimage:1"), "{e}");
 }
+
+#[test]
+fn runc_can_run_the_steps_too() {
+    let Some(runc) = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        println!("SKIP: runc is not installed");
+        return;
+    };
+    let env = Env::new();
+    let runner = berth_build::OciRunner::new(
+        runc,
+        &env.dir.path().join("runc-state"),
+        &env.dir.path().join("runc-bundles"),
+    );
+    let ctx = env.context(&[]);
+    let opts = BuildOptions {
+        context: ctx,
+        dockerfile: Some("FROM busybox\nRUN echo via-runc > /r && exit 0\n".into()),
+        ..Default::default()
+    };
+    let r = Builder::new(&env.images, &runner)
+        .unwrap()
+        .with_name_prefix(&env.name)
+        .build(&opts, &|_| {})
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(env.unpack(&r.id.to_string()).join("r")).unwrap(),
+        "via-runc\n"
+    );
+    let opts = BuildOptions {
+        dockerfile: Some("FROM busybox\nRUN exit 7\n".into()),
+        ..opts
+    };
+    let e = Builder::new(&env.images, &runner)
+        .unwrap()
+        .with_name_prefix(&env.name)
+        .build(&opts, &|_| {})
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "The command '/bin/sh -c exit 7' returned a non-zero code: 7"
+    );
+}
