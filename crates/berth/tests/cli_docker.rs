@@ -1300,6 +1300,20 @@ fn same(d: &Daemon, args: &[&str]) -> String {
     }
 }
 
+#[test]
+fn networks_volumes_system_match_docker_dockerd() {
+    if let Some(d) = Daemon::start(Kind::Docker) {
+        networks_volumes_system_match_docker(&d)
+    }
+}
+
+#[test]
+fn networks_volumes_system_match_docker_berthd() {
+    if let Some(d) = Daemon::start(Kind::Berth) {
+        networks_volumes_system_match_docker(&d)
+    }
+}
+
 fn networks_volumes_system_match_docker(d: &Daemon) {
     // networks and volumes
     assert_eq!(
