@@ -53,7 +53,7 @@ fn main() {
     let code = if prog == "berth-runc" || prog == "runc" {
         runtime_cmd::main_as_runc()
     } else {
-        let cli = Cli::parse();
+        let cli = Cli::try_parse().unwrap_or_else(|e| cli::usage_error(e));
         cli::set_global(cli.global.clone());
         let res = match cli.command {
             Command::Runtime(a) => runtime_cmd::run(a),

@@ -258,6 +258,15 @@ fn unknown_command_and_flag_suggest() {
         err.contains("unrecognized subcommand 'pss'") && err.contains("'ps'"),
         "{err}"
     );
+    // usage errors of client commands exit 125, as docker's
+    let out = Command::new(BERTH)
+        .args(["run", "--berthtest-nosuchflag", "busybox"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(s(&out.stderr).contains("--berthtest-nosuchflag"));
+    let out = Command::new(BERTH).args(["--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
     let out = Command::new(BERTH).args(["ps", "--al"]).output().unwrap();
     let err = s(&out.stderr);
     assert!(err.contains("--all"), "{err}");

@@ -325,6 +325,53 @@ pub fn run(cmd: ClientCmd) -> i32 {
     }
 }
 
+/// Report a command-line parse error and exit: help/version print to stdout with 0; usage errors
+/// of client commands exit with 125 as the docker CLI's do, other roles keep clap's 2.
+pub fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        std::process::exit(0);
+    }
+    let _ = e.print();
+    let code = match subcommand_word(std::env::args().skip(1)) {
+        Some(w) if !matches!(w.as_str(), "runtime" | "daemon" | "registry" | "shim") => 125,
+        _ => 2,
+    };
+    std::process::exit(code);
+}
+
+/// The first word after the global options (`-H x`, `--config x`, `--tlscacert x` …).
+fn subcommand_word(args: impl Iterator<Item = String>) -> Option<String> {
+    let takes_value = [
+        "-H",
+        "--host",
+        "--config",
+        "--tlscacert",
+        "--tlscert",
+        "--tlskey",
+    ];
+    let mut skip = false;
+    for a in args {
+        if skip {
+            skip = false;
+            continue;
+        }
+        if takes_value.contains(&a.as_str()) {
+            skip = true;
+            continue;
+        }
+        if a.starts_with('-') {
+            continue;
+        }
+        return Some(a);
+    }
+    None
+}
+
 /// No Rust panic reaches the user: a closed stdout (`berth ps | head -1`) ends the process as
 /// SIGPIPE would (status 141, silently); anything else is one line without a backtrace.
 pub fn quiet_panics() {
