@@ -1858,6 +1858,10 @@ impl<'a> Builder<'a> {
                 line: line.to_owned(),
             })
         };
+        (ctx.progress)(&Event::Running {
+            step: num,
+            container: req.id.clone(),
+        });
         let code = self.runner.run(&req, &mut out)?;
         drop(guards);
         drop(locks);

@@ -104,6 +104,13 @@ pub enum Event {
         /// Step number.
         step: usize,
     },
+    /// A RUN step's container starts.
+    Running {
+        /// Step number.
+        step: usize,
+        /// The container's id.
+        container: String,
+    },
     /// A line printed by a RUN step (with its newline).
     Output {
         /// Step number.
@@ -143,6 +150,17 @@ impl Event {
                 ..
             } => format!("Step {step}/{total} : {instruction}\n"),
             Event::CacheHit { .. } => " ---> Using cache\n".into(),
+            Event::Running { container, .. } => {
+                let short: String = container
+                    .chars()
+                    .rev()
+                    .take(12)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                format!(" ---> Running in {short}\n")
+            }
             Event::Output { line, .. } => line.clone(),
             Event::StepDone { id, .. } => format!(" ---> {id}\n"),
             Event::Built { id } => format!("Successfully built {}\n", &id.encoded()[..12]),

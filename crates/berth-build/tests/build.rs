@@ -241,6 +241,8 @@ fn run_output_is_streamed() {
         .unwrap();
     let s = stream(&ev);
     assert!(s.contains("out-line\n") && s.contains("err-line\n"), "{s}");
+    let running = s.find(" ---> Running in ").expect("Running line");
+    assert!(running < s.find("\nout-line\n").unwrap(), "{s}");
 }
 
 #[test]
