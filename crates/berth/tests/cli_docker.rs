@@ -444,6 +444,19 @@ fn tables_inspect_and_errors_match_docker(d: &Daemon) {
     let out = child.wait_with_output().unwrap();
     assert!(!s(&out.stderr).contains("panicked"), "{}", s(&out.stderr));
     assert_ne!(out.status.code(), Some(101));
+    // DOCKER_API_VERSION pins the API version for both CLIs: the daemon's refusal is printed alike
+    let pinned = |prog: &str| {
+        Command::new(prog)
+            .env("DOCKER_API_VERSION", "1.99")
+            .args(["-H", &d.sock, "ps"])
+            .output()
+            .unwrap()
+    };
+    let (b, k) = (pinned(BERTH), pinned("docker"));
+    assert_eq!(
+        (b.status.code(), s(&b.stderr)),
+        (k.status.code(), s(&k.stderr))
+    );
     // rename, rm
     assert!(d
         .berth(&["rename", "berthtest-c1", "berthtest-c2"])

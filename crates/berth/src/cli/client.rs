@@ -112,6 +112,13 @@ impl Client {
             None => c.version = "1.24".into(),
         }
         c.os_type = resp.header("ostype").unwrap_or("").to_string();
+        // DOCKER_API_VERSION pins the version, as with the docker CLI
+        if let Ok(v) = std::env::var("DOCKER_API_VERSION") {
+            let v = v.trim_start_matches('v');
+            if !v.is_empty() {
+                c.version = v.to_string();
+            }
+        }
         Ok(c)
     }
 
