@@ -6,7 +6,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use berth_core::{Platform, Reference};
-use berth_distribution::{Client, ClientConfig, Credentials, DockerConfig, Progress, ProgressStatus};
+use berth_distribution::{
+    Client, ClientConfig, Credentials, DockerConfig, Progress, ProgressStatus,
+};
 use berth_image::ImageService;
 
 /// Registry options shared by pull and push.
@@ -40,17 +42,48 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("start tokio runtime")
 }
 
-/// Docker's plain (non-terminal) progress lines on stdout: one per state change.
-fn print_progress(p: Progress) {
+/// Docker's plain (non-terminal) progress line for an event: one per state change.
+fn progress_line(p: &Progress) -> Option<String> {
     if matches!(
         p.status,
         ProgressStatus::Downloading { .. } | ProgressStatus::Pushing { .. }
     ) {
-        return;
+        return None;
     }
     let j = p.to_json();
-    let mut o = std::io::stdout().lock();
-    let _ = writeln!(o, "{}: {}", p.id, j["status"].as_str().unwrap_or(""));
+    Some(format!("{}: {}", p.id, j["status"].as_str().unwrap_or("")))
+}
+
+/// Run `op` on a helper thread while this thread prints its progress events to `out` (the
+/// caller may hold stdout's lock, so events cannot be printed from the worker threads).
+fn with_progress<T: Send>(
+    out: &mut dyn Write,
+    quiet: bool,
+    op: impl FnOnce(&(dyn Fn(Progress) + Sync)) -> T + Send,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel::<Progress>();
+    std::thread::scope(|s| {
+        let h = s.spawn(move || {
+            let tx = std::sync::Mutex::new(tx);
+            let cb = move |p: Progress| {
+                if let Ok(t) = tx.lock() {
+                    let _ = t.send(p);
+                }
+            };
+            op(&cb)
+        });
+        for p in rx {
+            if !quiet {
+                if let Some(l) = progress_line(&p) {
+                    let _ = writeln!(out, "{l}");
+                }
+            }
+        }
+        match h.join() {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e),
+        }
+    })
 }
 
 fn parse_ref(s: &str) -> anyhow::Result<Reference> {
@@ -70,7 +103,9 @@ pub fn pull(
     let mut svc = ImageService::open(data_root)
         .with_context(|| format!("open data root {}", data_root.display()))?;
     if let Some(p) = platform {
-        svc = svc.with_platform(Platform::parse(p).ok_or_else(|| anyhow::anyhow!("invalid platform {p:?}"))?);
+        svc = svc.with_platform(
+            Platform::parse(p).ok_or_else(|| anyhow::anyhow!("invalid platform {p:?}"))?,
+        );
     }
     let rt = runtime()?;
     let c = client(opts);
@@ -82,11 +117,10 @@ pub fn pull(
             r.familiar_name()
         )?;
     }
-    let res = {
-        let quiet_cb = |_p: Progress| {};
-        let cb: &(dyn Fn(Progress) + Sync) = if quiet { &quiet_cb } else { &print_progress };
-        berth_distribution::pull(&svc, &c, rt.handle(), &r, cb)?
-    };
+    let handle = rt.handle().clone();
+    let res = with_progress(out, quiet, |cb| {
+        berth_distribution::pull(&svc, &c, &handle, &r, cb)
+    })?;
     if quiet {
         writeln!(out, "{}", r.familiar())?;
     } else {
@@ -119,11 +153,10 @@ pub fn push(
     if !quiet {
         writeln!(out, "The push refers to repository [{}]", r.name())?;
     }
-    let res = {
-        let quiet_cb = |_p: Progress| {};
-        let cb: &(dyn Fn(Progress) + Sync) = if quiet { &quiet_cb } else { &print_progress };
-        berth_distribution::push(&svc, &c, rt.handle(), &local, &r, cb)?
-    };
+    let handle = rt.handle().clone();
+    let res = with_progress(out, quiet, |cb| {
+        berth_distribution::push(&svc, &c, &handle, &local, &r, cb)
+    })?;
     writeln!(
         out,
         "{}: digest: {} size: {}",
@@ -151,7 +184,9 @@ pub fn login(
         (Some(p), false) => p.to_string(),
         (None, true) => {
             let mut s = String::new();
-            std::io::stdin().read_line(&mut s).context("read password from stdin")?;
+            std::io::stdin()
+                .read_line(&mut s)
+                .context("read password from stdin")?;
             s.trim_end_matches(['\n', '\r']).to_string()
         }
         (None, false) => bail!("password required (-p or --password-stdin)"),
