@@ -68,6 +68,8 @@ pub struct Builder<'a> {
     prefix: String,
 }
 
+/// Rows kept in the per-file hash cache.
+const MAX_FILE_HASHES: u64 = 200_000;
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const PROXY_ARGS: &[&str] = &[
@@ -722,6 +724,7 @@ impl<'a> Builder<'a> {
             progress(&Event::Tagged { name: n.clone() });
             tags.push(n);
         }
+        self.cache.trim_files(MAX_FILE_HASHES)?;
         let limit = self
             .limit
             .unwrap_or_else(|| cache::default_limit(self.images.root()));

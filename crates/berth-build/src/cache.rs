@@ -205,6 +205,17 @@ impl Cache {
         );
     }
 
+    /// Keep at most `max` rows of the per-file hash cache (the oldest written go first), so
+    /// contexts extracted to fresh directories cannot grow it without bound.
+    pub fn trim_files(&self, max: u64) -> Result<u64, BuildError> {
+        let n = self.conn().execute(
+            "DELETE FROM files WHERE rowid IN (SELECT rowid FROM files ORDER BY rowid ASC
+             LIMIT MAX(0, (SELECT COUNT(*) FROM files) - ?1))",
+            params![max as i64],
+        )?;
+        Ok(n as u64)
+    }
+
     /// Remove least recently used entries until the cached layers take at most `keep_storage`
     /// bytes (`None`: remove everything when `all`, else only entries unused for 48 hours),
     /// then garbage-collect what nothing else holds.
@@ -253,5 +264,33 @@ pub fn default_limit(root: &Path) -> u64 {
     match rustix::fs::statvfs(root) {
         Ok(s) => (s.f_blocks.saturating_mul(s.f_frsize) / 10).min(MAX),
         Err(_) => MAX,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_hash_cache_is_bounded_and_exact() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(&d.path().join("c.db")).unwrap();
+        for i in 0..10u64 {
+            c.put_file_digest(&format!("/ctx/f{i}"), (i, 1, 2, 3), &format!("d{i}"));
+        }
+        assert_eq!(
+            c.file_digest("/ctx/f3", (3, 1, 2, 3)).as_deref(),
+            Some("d3")
+        );
+        // any change of size, mtime, inode or device misses
+        assert_eq!(c.file_digest("/ctx/f3", (3, 9, 2, 3)), None);
+        assert_eq!(c.file_digest("/ctx/f3", (3, 1, 9, 3)), None);
+        assert_eq!(c.trim_files(4).unwrap(), 6);
+        assert_eq!(c.file_digest("/ctx/f3", (3, 1, 2, 3)), None);
+        assert_eq!(
+            c.file_digest("/ctx/f9", (9, 1, 2, 3)).as_deref(),
+            Some("d9")
+        );
+        assert_eq!(c.trim_files(4).unwrap(), 0);
     }
 }
