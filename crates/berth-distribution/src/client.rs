@@ -84,6 +84,8 @@ pub fn registry_host(domain: &str) -> &str {
 fn is_localhost(host: &str) -> bool {
     let h = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
+    } else if host.matches(':').count() > 1 {
+        host // a bare IPv6 address
     } else {
         host.rsplit_once(':')
             .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
@@ -961,5 +963,55 @@ impl BlobStream {
                 return Some(Ok(data));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_hub_naming_and_plain_http_rule() {
+        assert_eq!(registry_host("docker.io"), DOCKER_HUB_HOST);
+        assert_eq!(registry_host("index.docker.io"), DOCKER_HUB_HOST);
+        assert_eq!(registry_host("localhost:5000"), "localhost:5000");
+        let r: Reference = "busybox".parse().unwrap();
+        assert_eq!((r.domain(), r.path()), ("docker.io", "library/busybox"));
+        assert_eq!(
+            crate::auth::config_key("docker.io"),
+            "https://index.docker.io/v1/"
+        );
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:80",
+            "127.0.0.5",
+            "[::1]:5000",
+            "::1",
+        ] {
+            assert!(is_localhost(h), "{h}");
+        }
+        for h in [
+            "example.com",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+            "[::2]:5000",
+        ] {
+            assert!(!is_localhost(h), "{h}");
+        }
+        let c = Client::new(ClientConfig {
+            insecure: vec!["10.0.0.1:5000".into()],
+            ..Default::default()
+        });
+        assert!(c.plain_http_allowed("10.0.0.1:5000"));
+        assert!(!c.plain_http_allowed("10.0.0.1:5001"));
+    }
+
+    #[test]
+    fn scope_encoding() {
+        assert_eq!(
+            pct("repository:a/b:pull,push"),
+            "repository%3Aa/b%3Apull%2Cpush"
+        );
     }
 }

@@ -495,3 +495,36 @@ impl ImageService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_json_is_dockers() {
+        let d = Digest::sha256_of(b"x");
+        let p = Progress::new(
+            &d,
+            ProgressStatus::Downloading {
+                current: 5,
+                total: 10,
+            },
+        );
+        assert_eq!(
+            p.to_json(),
+            serde_json::json!({"status": "Downloading", "progressDetail": {"current": 5, "total": 10}, "id": d.short()})
+        );
+        let s = |st| Progress::new(&d, st).to_json()["status"].clone();
+        assert_eq!(s(ProgressStatus::PullComplete), "Pull complete");
+        assert_eq!(s(ProgressStatus::AlreadyExists), "Already exists");
+        assert_eq!(
+            s(ProgressStatus::LayerAlreadyExists),
+            "Layer already exists"
+        );
+        assert_eq!(
+            s(ProgressStatus::MountedFrom("library/x".into())),
+            "Mounted from library/x"
+        );
+        assert_eq!(s(ProgressStatus::Verifying), "Verifying Checksum");
+    }
+}
