@@ -148,6 +148,21 @@ fn tls_config(certs_dir: &Path, host: &str) -> Result<rustls::ClientConfig> {
     }
 }
 
+/// Credentials go to a token realm over HTTPS, or over plain HTTP only to the registry's own
+/// host or localhost (a registry must not be able to send them elsewhere in clear text).
+fn realm_may_see_credentials(realm: &str, registry_base: &str) -> bool {
+    let host_of = |u: &str| {
+        u.split_once("://")
+            .map(|(_, r)| r.split('/').next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    if realm.starts_with("https://") {
+        return true;
+    }
+    let h = host_of(realm);
+    h == host_of(registry_base) || is_localhost(&h)
+}
+
 fn pct(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -289,12 +304,18 @@ impl Endpoint {
         }
         self.token_requests
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let basic = if realm_may_see_credentials(&realm, &self.base) {
+            self.creds.as_ref().map(|c| c.basic_header())
+        } else {
+            tracing::warn!(
+                "not sending {} credentials to plain-HTTP token realm {realm}",
+                self.registry
+            );
+            None
+        };
         let mut attempt = 0;
         let resp = loop {
-            let req = self.build(
-                &Req::new(Method::GET, url.clone()),
-                self.creds.as_ref().map(|c| c.basic_header()).as_deref(),
-            )?;
+            let req = self.build(&Req::new(Method::GET, url.clone()), basic.as_deref())?;
             match self.send_once(req).await {
                 Ok(r) if r.status().is_server_error() && attempt < self.retries => {}
                 Ok(r) => break r,
@@ -1005,6 +1026,26 @@ mod tests {
         });
         assert!(c.plain_http_allowed("10.0.0.1:5000"));
         assert!(!c.plain_http_allowed("10.0.0.1:5001"));
+    }
+
+    #[test]
+    fn credentials_only_to_safe_realms() {
+        assert!(realm_may_see_credentials(
+            "https://auth.docker.io/token",
+            "https://registry-1.docker.io"
+        ));
+        assert!(realm_may_see_credentials(
+            "http://10.0.0.1:5000/token",
+            "http://10.0.0.1:5000"
+        ));
+        assert!(realm_may_see_credentials(
+            "http://127.0.0.1:9/token",
+            "http://10.0.0.1:5000"
+        ));
+        assert!(!realm_may_see_credentials(
+            "http://evil.example/token",
+            "https://registry.example"
+        ));
     }
 
     #[test]
