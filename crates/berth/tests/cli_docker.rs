@@ -1632,3 +1632,67 @@ fn login_push_logout(d: &Daemon) {
         serde_json::from_slice(&std::fs::read(cfg.join("config.json")).unwrap()).unwrap();
     assert!(conf["auths"].get(&reg.addr).is_none());
 }
+
+#[test]
+fn create_flags_differential_dockerd() {
+    if let Some(d) = Daemon::start(Kind::Docker) {
+        create_flags_differential(&d)
+    }
+}
+
+#[test]
+fn create_flags_differential_berthd() {
+    if let Some(d) = Daemon::start(Kind::Berth) {
+        create_flags_differential(&d)
+    }
+}
+
+/// The same `create` flags through both CLIs give the same Config and HostConfig.
+fn create_flags_differential(d: &Daemon) {
+    let flags = "-e A=1 -e B -w /w -u 1:2 -h hh -v berthtest-dvol:/data -v /anon -v /tmp:/hosttmp:ro \
+        --mount type=tmpfs,target=/t2,tmpfs-size=1m --mount type=bind,source=/tmp,target=/bt,readonly \
+        -p 127.0.0.1:18082:80 -p 53/udp --expose 9000 --restart on-failure:3 -m 64m --memory-swap 128m \
+        --cpus 0.5 --cpu-shares 512 --pids-limit 50 --entrypoint /bin/sh --cap-add net_admin --cap-drop MKNOD \
+        --read-only --tmpfs /t:size=1m -l k=v --init --stop-signal SIGINT --stop-timeout 5 --dns 1.1.1.1 \
+        --add-host h:1.2.3.4 --ulimit nofile=100:200 --shm-size 32m --security-opt no-new-privileges \
+        --sysctl net.core.somaxconn=100 --group-add 10 --privileged --device /dev/null:/dev/xnull -t -i \
+        berthtest/busybox -c true";
+    let args: Vec<&str> = flags.split_whitespace().collect();
+    let mut b_args = vec!["create", "--name", "berthtest-fb"];
+    b_args.extend(&args);
+    let mut k_args = vec!["create", "--name", "berthtest-fk"];
+    k_args.extend(&args);
+    let b = d.berth(&b_args);
+    assert!(b.status.success(), "{}", s(&b.stderr));
+    let k = d.docker(&k_args);
+    assert!(k.status.success(), "{}", s(&k.stderr));
+    for part in ["Config", "HostConfig"] {
+        let get = |name: &str| -> serde_json::Value {
+            // the docker CLI re-encodes through its Go types, which drop fields it does not know
+            let out = d.berth(&["inspect", "-f", &format!("{{{{json .{part}}}}}"), name]);
+            let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if let Some(o) = v.as_object_mut() {
+                for k in ["KernelMemory", "KernelMemoryTCP", "ConsoleSize"] {
+                    o.remove(k);
+                }
+                // the docker CLI's order of binds (Go map order) and env is not stable
+                for key in ["Binds", "Env"] {
+                    if let Some(serde_json::Value::Array(b)) = o.get_mut(key) {
+                        b.sort_by_key(|x| x.to_string());
+                    }
+                }
+            }
+            v
+        };
+        let (b, k) = (get("berthtest-fb"), get("berthtest-fk"));
+        let diff: Vec<String> = b
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(key, v)| k.get(key.as_str()) != Some(v))
+            .map(|(key, v)| format!("{key}: berth sent {v}, docker sent {}", k[key.as_str()]))
+            .collect();
+        assert!(diff.is_empty(), "{part}: {diff:#?}");
+        assert_eq!(b, k, "{part}");
+    }
+}

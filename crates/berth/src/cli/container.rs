@@ -346,13 +346,32 @@ fn restart_policy(s: &str) -> anyhow::Result<Value> {
     Ok(json!({"Name": if name == "no" { "" } else { name }, "MaximumRetryCount": max}))
 }
 
+/// Capability names as the docker CLI sends them: upper case with the CAP_ prefix ("ALL" kept).
+fn caps(list: &[String]) -> Vec<String> {
+    list.iter()
+        .map(|c| {
+            let u = c.trim().to_ascii_uppercase();
+            if u == "ALL" || u.starts_with("CAP_") {
+                u
+            } else {
+                format!("CAP_{u}")
+            }
+        })
+        .collect()
+}
+
 fn env_list(a: &RunArgs) -> anyhow::Result<Vec<String>> {
     let mut env = Vec::new();
     let expand = |e: &str| -> Option<String> {
         if e.contains('=') {
             Some(e.to_string())
         } else {
-            std::env::var(e).ok().map(|v| format!("{e}={v}"))
+            // unset locally: passed as the bare name, as the docker CLI does
+            Some(
+                std::env::var(e)
+                    .map(|v| format!("{e}={v}"))
+                    .unwrap_or_else(|_| e.to_string()),
+            )
         }
     };
     for f in &a.env_file {
@@ -464,8 +483,17 @@ pub fn create_body(a: &RunArgs, console: Option<(u16, u16)>) -> anyhow::Result<V
         "Privileged": a.privileged,
         "PublishAllPorts": a.publish_all,
         "ReadonlyRootfs": a.read_only,
-        "CapAdd": a.cap_add,
-        "CapDrop": a.cap_drop,
+        "CapAdd": caps(&a.cap_add),
+        "CapDrop": caps(&a.cap_drop),
+        "BlkioWeightDevice": [],
+        "BlkioDeviceReadBps": [],
+        "BlkioDeviceWriteBps": [],
+        "BlkioDeviceReadIOps": [],
+        "BlkioDeviceWriteIOps": [],
+        "DnsOptions": [],
+        "DnsSearch": [],
+        "MemorySwappiness": -1,
+        "OomKillDisable": false,
         "Dns": a.dns,
         "ExtraHosts": a.add_host,
         "SecurityOpt": a.security_opt,
