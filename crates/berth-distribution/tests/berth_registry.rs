@@ -409,3 +409,106 @@ fn resumes_an_ingest_left_by_an_interrupted_pull() {
     }
     rt.block_on(server.shutdown());
 }
+
+/// Writes `data` as a blob of an OCI layout; its descriptor JSON.
+fn layout_blob(dir: &std::path::Path, mt: &str, data: &[u8]) -> serde_json::Value {
+    let d = berth_core::Digest::sha256_of(data);
+    let p = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join(d.encoded()), data).unwrap();
+    serde_json::json!({"mediaType": mt, "digest": d.to_string(), "size": data.len()})
+}
+
+#[test]
+fn push_and_pull_a_multi_platform_index() {
+    use serde_json::json;
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg =
+        berth_registry::Config::new(tmp.path().join("registry"), "127.0.0.1:0".parse().unwrap());
+    let server = rt.block_on(berth_registry::Server::start(cfg)).unwrap();
+    let host = format!("127.0.0.1:{}", server.addr().port());
+    let sfx = suffix();
+
+    // An OCI layout made in code: an index of two single-layer images (host and another arch).
+    let layout = tmp.path().join("layout");
+    let host_p = berth_core::Platform::host();
+    let other_arch = if host_p.architecture == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let mut entries = Vec::new();
+    for (i, arch) in [host_p.architecture.as_str(), other_arch]
+        .iter()
+        .enumerate()
+    {
+        let tar = rootfs_tar(&[
+            ("arch".to_string(), format!("{arch}\n").into_bytes()),
+            ("n".to_string(), noise(1000, i as u64 + 50)),
+        ]);
+        let layer = layout_blob(&layout, "application/vnd.oci.image.layer.v1.tar", &tar);
+        let config = json!({"architecture": arch, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [layer["digest"].clone()]}, "config": {}});
+        let config = layout_blob(
+            &layout,
+            "application/vnd.oci.image.config.v1+json",
+            config.to_string().as_bytes(),
+        );
+        let m = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config, "layers": [layer]});
+        let mut d = layout_blob(
+            &layout,
+            "application/vnd.oci.image.manifest.v1+json",
+            m.to_string().as_bytes(),
+        );
+        d["platform"] = json!({"os": "linux", "architecture": arch});
+        entries.push(d);
+    }
+    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
+    let mut top = layout_blob(
+        &layout,
+        "application/vnd.oci.image.index.v1+json",
+        index.to_string().as_bytes(),
+    );
+    let local = format!("berthtest/multi-{sfx}:v1");
+    top["annotations"] = json!({"io.containerd.image.name": format!("docker.io/{local}")});
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        json!({"schemaVersion": 2, "manifests": [top.clone()]}).to_string(),
+    )
+    .unwrap();
+    let src = berth_image::ImageService::open(tmp.path().join("src")).unwrap();
+    src.load_oci_dir(&layout).unwrap();
+
+    let dest: Reference = format!("{host}/berthtest/multi-{sfx}:v1").parse().unwrap();
+    let r = push(&src, &client(1 << 20), rt.handle(), &local, &dest, &|_| {}).unwrap();
+    assert_eq!(
+        r.digest.to_string(),
+        top["digest"].as_str().unwrap(),
+        "the index itself was pushed"
+    );
+    assert_eq!(r.uploaded, 4, "both platforms' configs and layers: {r:?}");
+
+    for (arch, root) in [
+        (host_p.architecture.clone(), "dst-host"),
+        (other_arch.to_string(), "dst-other"),
+    ] {
+        let mut dst = berth_image::ImageService::open(tmp.path().join(root)).unwrap();
+        if arch != host_p.architecture {
+            dst = dst.with_platform(berth_core::Platform::parse(&format!("linux/{arch}")).unwrap());
+        }
+        let p = pull(&dst, &client(1 << 20), rt.handle(), &dest, &|_| {}).unwrap();
+        assert_eq!(p.target, r.digest);
+        assert_eq!(
+            read_image_file(&dst, &dest.to_string(), "arch"),
+            format!("{arch}\n").into_bytes()
+        );
+    }
+    rt.block_on(server.shutdown());
+}
