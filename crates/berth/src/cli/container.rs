@@ -872,6 +872,9 @@ pub fn start(a: StartArgs) -> anyhow::Result<i32> {
             .map_err(start_err)?;
         let keys = stream::parse_detach_keys(a.detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q"))
             .map_err(anyhow::Error::msg)?;
+        if !tty {
+            proxy_signals(&c, id);
+        }
         let p = stream::pump(
             conn.into_upgraded(),
             a.interactive,
@@ -1484,6 +1487,9 @@ pub fn attach(a: AttachArgs) -> anyhow::Result<i32> {
     }
     let keys = stream::parse_detach_keys(a.detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q"))
         .map_err(anyhow::Error::msg)?;
+    if !tty && a.sig_proxy {
+        proxy_signals(&c, &id);
+    }
     let p = stream::pump(conn.into_upgraded(), stdin, tty, tty.then_some(keys))?;
     drop(_raw);
     if p.detached {
