@@ -72,18 +72,89 @@ fn with_progress<T: Send>(
             };
             op(&cb)
         });
+        let tty = !quiet && std::io::IsTerminal::is_terminal(&std::io::stdout());
+        let mut bars = tty.then(Bars::new);
         for p in rx {
-            if !quiet {
-                if let Some(l) = progress_line(&p) {
-                    let _ = writeln!(out, "{l}");
+            if quiet {
+                continue;
+            }
+            match bars.as_mut() {
+                Some(b) => b.update(&p),
+                None => {
+                    if let Some(l) = progress_line(&p) {
+                        let _ = writeln!(out, "{l}");
+                    }
                 }
             }
         }
+        drop(bars);
         match h.join() {
             Ok(v) => v,
             Err(e) => std::panic::resume_unwind(e),
         }
     })
+}
+
+/// Progress bars per layer on a terminal (drawn from the calling thread, like the plain lines).
+struct Bars {
+    multi: indicatif::MultiProgress,
+    bars: std::collections::HashMap<String, indicatif::ProgressBar>,
+}
+
+impl Bars {
+    fn new() -> Bars {
+        Bars {
+            multi: indicatif::MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::stdout(),
+            ),
+            bars: std::collections::HashMap::new(),
+        }
+    }
+
+    fn update(&mut self, p: &Progress) {
+        let bar = self.bars.entry(p.id.clone()).or_insert_with(|| {
+            let b = self.multi.add(indicatif::ProgressBar::new(0));
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix}: {msg:<18} {bar:40} {bytes}/{total_bytes}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b.set_prefix(p.id.clone());
+            b
+        });
+        match &p.status {
+            ProgressStatus::Downloading { current, total }
+            | ProgressStatus::Pushing { current, total } => {
+                bar.set_length(*total);
+                bar.set_position(*current);
+                let what = if matches!(p.status, ProgressStatus::Pushing { .. }) {
+                    "Pushing"
+                } else {
+                    "Downloading"
+                };
+                bar.set_message(what);
+            }
+            ProgressStatus::PullComplete
+            | ProgressStatus::AlreadyExists
+            | ProgressStatus::Pushed
+            | ProgressStatus::LayerAlreadyExists
+            | ProgressStatus::MountedFrom(_) => {
+                let msg = progress_line(p).unwrap_or_default();
+                let msg = msg
+                    .split_once(": ")
+                    .map(|(_, m)| m.to_string())
+                    .unwrap_or(msg);
+                bar.finish_with_message(msg);
+            }
+            _ => {
+                if let Some(l) = progress_line(p) {
+                    let m = l.split_once(": ").map(|(_, m)| m.to_string()).unwrap_or(l);
+                    bar.set_message(m);
+                }
+            }
+        }
+    }
 }
 
 fn parse_ref(s: &str) -> anyhow::Result<Reference> {
