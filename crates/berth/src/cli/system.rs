@@ -476,8 +476,9 @@ pub fn prune(kind: &str, a: PruneArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let mut filters = a.filter.clone();
-    if kind == "images" && !a.all {
-        filters.push("dangling=true".into());
+    if kind == "images" {
+        // as the docker CLI: -a prunes every unused image, otherwise only dangling ones
+        filters.push(format!("dangling={}", !a.all));
     }
     if kind == "volumes" && a.all {
         filters.push("all=true".into());
