@@ -524,7 +524,7 @@ pub fn prune(kind: &str, a: PruneArgs) -> anyhow::Result<i32> {
     if kind != "networks" {
         println!(
             "Total reclaimed space: {}",
-            output::size(nf(&v, "SpaceReclaimed"))
+            output::size4(nf(&v, "SpaceReclaimed"))
         );
     }
     Ok(0)
