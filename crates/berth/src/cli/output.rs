@@ -157,12 +157,82 @@ pub fn indent_json(raw: &[u8]) -> String {
     out
 }
 
+/// The field path of a format that is exactly `{{json .A.B}}` (or `{{json .}}`).
+fn json_path_only(f: &str) -> Option<Vec<String>> {
+    let inner = f.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    let arg = inner.strip_prefix("json")?;
+    if !arg.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let arg = arg.trim();
+    if !arg.starts_with('.') || arg.contains(char::is_whitespace) {
+        return None;
+    }
+    let path: Vec<String> = arg
+        .split('.')
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect();
+    path.iter()
+        .all(|p| p.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        .then_some(path)
+}
+
+/// The raw JSON text at `path` inside `raw`, whitespace removed outside strings.
+fn raw_subtree(raw: &[u8], path: &[String]) -> Option<String> {
+    let mut cur: &serde_json::value::RawValue = serde_json::from_slice(raw).ok()?;
+    for p in path {
+        let map: std::collections::HashMap<String, &serde_json::value::RawValue> =
+            serde_json::from_str(cur.get()).ok()?;
+        cur = map.get(p).copied()?;
+    }
+    Some(compact(cur.get()))
+}
+
+fn compact(t: &str) -> String {
+    let mut o = String::with_capacity(t.len());
+    let mut in_str = false;
+    let mut esc = false;
+    for c in t.chars() {
+        if in_str {
+            o.push(c);
+            if esc {
+                esc = false;
+            } else if c == '\\' {
+                esc = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+            o.push(c);
+        } else if !c.is_whitespace() {
+            o.push(c);
+        }
+    }
+    o
+}
+
 /// Print raw JSON documents as docker's `inspect`: an indented array, or a template per item.
 pub fn print_inspect_raw(
     out: &mut dyn Write,
     raws: &[Vec<u8>],
     format: Option<&str>,
 ) -> anyhow::Result<()> {
+    if let Some(path) = format.and_then(json_path_only) {
+        // `{{json .A.B}}`: print the daemon's own bytes for that subtree, so key order stays
+        // the daemon's (Go struct order), as the docker CLI prints it
+        for r in raws {
+            match raw_subtree(r, &path) {
+                Some(t) => writeln!(out, "{t}")?,
+                None => {
+                    let v: Value = serde_json::from_slice(r)?;
+                    print_inspect(out, &[v], format)?;
+                }
+            }
+        }
+        return Ok(());
+    }
     if format.is_some_and(|f| !f.is_empty()) {
         let items = raws
             .iter()
@@ -293,6 +363,16 @@ mod tests {
         );
         assert_eq!(indent_json(br#"{"b":[],"a":{"x":[1,"y,:"]}}"#), "{\n    \"b\": [],\n    \"a\": {\n        \"x\": [\n            1,\n            \"y,:\"\n        ]\n    }\n}");
         assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
+        let mut o = Vec::new();
+        print_inspect_raw(
+            &mut o,
+            &[br#"{"Z": {"b": 1, "a": "x y"}, "A": 2}"#.to_vec()],
+            Some("{{json .Z}}"),
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8(o).unwrap(), "{\"b\":1,\"a\":\"x y\"}\n");
+        assert_eq!(json_path_only("{{json .}}"), Some(vec![]));
+        assert_eq!(json_path_only("{{json .State}} x"), None);
         assert_eq!(size4(1_982_000), "1.982MB");
         assert_eq!(size4(0), "0B");
         assert_eq!(size_pct(50, 100), "50B (50%)");
