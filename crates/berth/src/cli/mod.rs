@@ -325,21 +325,24 @@ pub fn run(cmd: ClientCmd) -> i32 {
     }
 }
 
-/// Report a command-line parse error and exit: help/version print to stdout with 0; usage errors
-/// of client commands exit with 125 as the docker CLI's do, other roles keep clap's 2.
+/// Report a command-line parse error and exit: for client commands help/version exit 0 and usage
+/// errors 125, as the docker CLI's do; the other roles keep clap's codes.
 pub fn usage_error(e: clap::Error) -> ! {
     use clap::error::ErrorKind as K;
-    if matches!(
+    let client = match subcommand_word(std::env::args().skip(1)) {
+        Some(w) => !matches!(w.as_str(), "runtime" | "daemon" | "registry" | "shim"),
+        None => true,
+    };
+    let _ = e.print();
+    let code = if !client {
+        e.exit_code()
+    } else if matches!(
         e.kind(),
         K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
-        let _ = e.print();
-        std::process::exit(0);
-    }
-    let _ = e.print();
-    let code = match subcommand_word(std::env::args().skip(1)) {
-        Some(w) if !matches!(w.as_str(), "runtime" | "daemon" | "registry" | "shim") => 125,
-        _ => 2,
+        0
+    } else {
+        125
     };
     std::process::exit(code);
 }
