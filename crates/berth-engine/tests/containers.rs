@@ -913,3 +913,72 @@ fn names_generated_unique_and_conflicts() {
     d.docker_ok(&["container", "prune", "-f"]);
     assert_eq!(d.docker_ok(&["ps", "-aq"]).trim(), "");
 }
+
+#[test]
+fn host_config_limits_and_mounts() {
+    if !have_docker() {
+        return;
+    }
+    let d = Daemon::start();
+    let src = d.dir.path().join("bindsrc");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), "bound\n").unwrap();
+    let bind = format!("{}:/b:ro", src.display());
+    let out = d.docker_ok(&[
+        "run", "--rm", "--memory", "64m", "--pids-limit", "20", "--cap-drop", "ALL", "--cap-add", "CHOWN",
+        "--read-only", "--tmpfs", "/scratch:size=1m", "-v", &bind, "-v", "berthtest-vol:/v", "--user", "65534:65534",
+        "--security-opt", "no-new-privileges", "busybox", "sh", "-c",
+        "id; cat /b/f; touch /x 2>&1; echo t > /scratch/t && echo tmpfs-ok; echo v > /v/f 2>&1; \
+         grep -E 'NoNewPrivs|Seccomp:' /proc/self/status; \
+         cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+         cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max",
+    ]);
+    assert!(
+        out.contains("uid=65534(nobody) gid=65534(nogroup)"),
+        "{out}"
+    );
+    assert!(out.contains("bound\n"), "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.contains("tmpfs-ok"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(
+        out.contains("Seccomp:\t2"),
+        "Docker's default profile: {out}"
+    );
+    assert!(out.contains("67108864"), "{out}");
+    assert!(out.contains("\n20\n"), "{out}");
+    // the named volume was created and is usable by root
+    d.docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "berthtest-vol:/v",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /v/k",
+    ]);
+    assert_eq!(
+        d.docker_ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "berthtest-vol:/v",
+            "busybox",
+            "cat",
+            "/v/k"
+        ]),
+        "kept\n"
+    );
+    let o = d.docker_ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "busybox",
+        "grep",
+        "Seccomp:",
+        "/proc/self/status",
+    ]);
+    assert!(o.contains("Seccomp:\t0"), "{o}");
+    d.docker_ok(&["volume", "rm", "berthtest-vol"]);
+}

@@ -1022,11 +1022,19 @@ impl ContainerManager {
         }
         let me = self.clone();
         let rr = r.clone();
-        tokio::task::spawn_blocking(move || me.prepare_bundle(&rr))
+        let prepared = tokio::task::spawn_blocking(move || me.prepare_bundle(&rr))
             .await
-            .map_err(|e| EngineError::internal(format!("prepare task: {e}")))??;
+            .map_err(|e| EngineError::internal(format!("prepare task: {e}")))
+            .and_then(|r| r);
         let sd = self.state_dir(&r.id);
-        let ready = shim::spawn(&self.inner.shim_bin, &sd, &self.svc().reaper).await?;
+        let ready = match prepared {
+            Ok(()) => shim::spawn(&self.inner.shim_bin, &sd, &self.svc().reaper).await,
+            Err(e) => Err(e),
+        };
+        let ready = match ready {
+            Ok(r) => r,
+            Err(e) => berth_shim::Reply::err(e.kind(), e.to_string()),
+        };
         if !ready.ok {
             let msg = ready.error.clone().unwrap_or_default();
             let code = if msg.contains("executable file not found")
@@ -1101,6 +1109,8 @@ impl ContainerManager {
                     .await;
                 c.update(|r| r.state.error = e.to_string());
                 self.save_ctr(c);
+                // the shim reports the killed init's exit: recorded (and --rm honoured) as usual
+                self.spawn_monitor(c.clone());
                 return Err(e);
             }
         };
