@@ -58,6 +58,9 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Daemon name shown in `docker info` (the hostname by default).
     pub name: String,
+    /// `--insecure-registry`: registries (host[:port]) pulls and pushes may reach over plain
+    /// HTTP (localhost always may).
+    pub insecure_registries: Vec<String>,
 }
 
 impl Config {
@@ -83,6 +86,7 @@ impl Config {
             pidfile: None,
             tls: TlsConfig::default(),
             name: hostname(),
+            insecure_registries: Vec::new(),
         }
     }
 
@@ -191,6 +195,9 @@ pub struct FileConfig {
     /// `live-restore` (always on in berth; accepted for compatibility, `false` is refused).
     #[serde(rename = "live-restore")]
     pub live_restore: Option<bool>,
+    /// `insecure-registries`.
+    #[serde(rename = "insecure-registries")]
+    pub insecure_registries: Option<Vec<String>>,
 }
 
 impl FileConfig {

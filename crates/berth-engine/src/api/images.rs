@@ -74,6 +74,7 @@ async fn post_named(
     State(e): State<AppState>,
     Path(rest): Path<String>,
     q: Query,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, EngineError> {
     let Some((name, op)) = split_op(&rest) else {
         return Err(EngineError::not_found("page not found"));
@@ -104,9 +105,10 @@ async fn post_named(
                 .publish(Event::new("image", "tag", &id).attr("name", familiar(&dst)));
             Ok(StatusCode::CREATED.into_response())
         }
-        "push" => Err(EngineError::unsupported(
-            "push is not implemented yet: berth has no registry client",
-        )),
+        "push" => {
+            let tag = q.get("tag").unwrap_or("");
+            super::registry::push(e, &name, tag, &headers).await
+        }
         _ => Err(EngineError::not_found("page not found")),
     }
 }
@@ -328,10 +330,8 @@ async fn search() -> Json<Vec<serde_json::Value>> {
     Json(Vec::new())
 }
 
-async fn auth() -> EngineError {
-    EngineError::unsupported(
-        "login is not implemented yet: berth has no registry client to verify credentials with",
-    )
+async fn auth(State(e): State<AppState>, body: Bytes) -> Result<Response, EngineError> {
+    super::registry::auth(e, &body).await
 }
 
 /// Errors reading an uploaded archive (truncated, not a tar) are the client's, not ours.
@@ -520,19 +520,7 @@ async fn create(
     }
     if let Some(img) = q.get("fromImage") {
         let tag = q.get("tag").unwrap_or("");
-        let what = if tag.is_empty() {
-            img.to_string()
-        } else {
-            format!("{img}:{tag}")
-        };
-        let (tx, resp) = stream::json_channel(LineEnd::CrLf);
-        tokio::spawn(async move {
-            tx.error(&format!(
-                "pull is not implemented yet: berth has no registry client (wanted {what}); load the image with `docker load` or import it"
-            ))
-            .await;
-        });
-        return Ok(resp);
+        return super::registry::pull(e, img, tag, q.get("platform"), req.headers()).await;
     }
     Err(EngineError::invalid("give fromImage or fromSrc"))
 }

@@ -16,6 +16,7 @@ pub mod exec;
 pub mod hijack;
 mod http;
 pub mod images;
+pub mod registry;
 pub mod stdcopy;
 pub mod stream;
 pub mod system;
