@@ -252,6 +252,24 @@ impl std::fmt::Debug for ContainerManager {
     }
 }
 
+/// The binary that runs `berth shim`: `$BERTH_SHIM_BINARY`, else this process's executable
+/// when it is `berth`, else a `berth` next to it or one directory up (an engine embedded in a
+/// test binary under `target/debug/deps/` finds `target/debug/berth`).
+pub fn shim_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BERTH_SHIM_BINARY") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    if exe.file_name().is_some_and(|n| n == "berth") {
+        return Some(exe);
+    }
+    let dir = exe.parent()?;
+    [dir.join("berth"), dir.parent()?.join("berth")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .or(Some(exe))
+}
+
 /// Docker's container name rule.
 pub fn valid_name(n: &str) -> bool {
     let n = n.strip_prefix('/').unwrap_or(n);
@@ -296,9 +314,7 @@ impl ContainerManager {
                 )",
             )
         })?;
-        let shim_bin = std::env::var_os("BERTH_SHIM_BINARY")
-            .map(PathBuf::from)
-            .or_else(|| std::env::current_exe().ok())
+        let shim_bin = shim_binary()
             .ok_or_else(|| EngineError::internal("cannot find the berth binary for shims"))?;
         for d in [
             services.config.data_root.join("containers"),
