@@ -49,6 +49,9 @@ pub struct DaemonArgs {
     /// Server key.
     #[arg(long = "tlskey")]
     tlskey: Option<PathBuf>,
+    /// Registry (host[:port]) reachable over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry")]
+    insecure_registry: Vec<String>,
 }
 
 /// Merge the config file (if any) and the flags into a Config.
@@ -85,6 +88,8 @@ fn build_config(a: DaemonArgs) -> Result<Config> {
     } else {
         c.hosts = vec!["unix:///run/berth/berth.sock".into()];
     }
+    c.insecure_registries = file.insecure_registries.unwrap_or_default();
+    c.insecure_registries.extend(a.insecure_registry);
     if let Some(l) = a.log_level.or(file.log_level) {
         c.log_level = l;
     }
