@@ -981,4 +981,26 @@ fn host_config_limits_and_mounts() {
     ]);
     assert!(o.contains("Seccomp:\t0"), "{o}");
     d.docker_ok(&["volume", "rm", "berthtest-vol"]);
+    // a new volume gets the image's content at its mount point (binds do not)
+    let o = d.docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "berthtest-etc:/etc",
+        "busybox",
+        "ls",
+        "/etc",
+    ]);
+    assert!(o.contains("passwd") && o.contains("group"), "{o}");
+    let o = d.docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "berthtest-etc:/x",
+        "busybox",
+        "cat",
+        "/x/passwd",
+    ]);
+    assert!(o.starts_with("root:x:0:0"), "{o}");
+    d.docker_ok(&["volume", "rm", "berthtest-etc"]);
 }

@@ -285,6 +285,53 @@ pub mod cp {
         b.into_inner()?.flush()
     }
 
+    /// Copy the image's content at `path` (a directory inside `root`) into the empty directory
+    /// `dest` (a new volume), as Docker does when a volume is first mounted.
+    pub fn copy_dir_into(
+        root: &OwnedFd,
+        path: &str,
+        dest: &std::path::Path,
+    ) -> Result<(), EngineError> {
+        let Ok(dir) = open_in_root(root, path, OFlags::RDONLY | OFlags::DIRECTORY) else {
+            return Ok(()); // nothing there: nothing to copy
+        };
+        // a scratch file beside the volume's data directory, unlinked at once
+        let scratch = dest
+            .parent()
+            .unwrap_or(dest)
+            .join(format!(".berth-copy-{}", std::process::id()));
+        let mut tarball = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&scratch)
+            .map_err(|e| EngineError::io(format!("create {}", scratch.display()), e))?;
+        let _ = std::fs::remove_file(&scratch);
+        {
+            let mut b = tar::Builder::new(&mut tarball);
+            let mut names = Vec::new();
+            for e in rustix::fs::Dir::read_from(&dir)
+                .map_err(|e| EngineError::io(format!("read {path}"), e.into()))?
+            {
+                let e = e.map_err(|e| EngineError::io(format!("read {path}"), e.into()))?;
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n != "." && n != ".." {
+                    names.push(n);
+                }
+            }
+            for n in names {
+                add(&mut b, &dir, &n, &n)
+                    .map_err(|e| EngineError::io(format!("copy {path}/{n}"), e))?;
+            }
+            b.finish().map_err(|e| EngineError::io("write tar", e))?;
+        }
+        std::io::Seek::seek(&mut tarball, std::io::SeekFrom::Start(0))
+            .map_err(|e| EngineError::io("rewind", e))?;
+        let dfd = open_root(dest)?;
+        put(&dfd, "/", tarball, "volume")
+    }
+
     /// `PUT /containers/{id}/archive`: extract a tar into directory `path`.
     pub fn put(root: &OwnedFd, path: &str, r: impl Read, id: &str) -> Result<(), EngineError> {
         let dest = open_in_root(root, path, OFlags::RDONLY | OFlags::DIRECTORY).map_err(|e| {

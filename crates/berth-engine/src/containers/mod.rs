@@ -964,9 +964,17 @@ impl ContainerManager {
             "/etc/resolv.conf".to_string(),
             w("resolv.conf", &resolv_conf(&r.host_config, host_net))?,
         ));
+        let rootfd = archive::cp::open_root(&rootfs)?;
         for m in &r.mounts {
             if m.kind == "volume" {
-                self.svc().volumes.mount(&m.name, &r.id)?;
+                let dir = self.svc().volumes.mount(&m.name, &r.id)?;
+                // a new (empty) volume gets the image's content at its mount point
+                let empty = std::fs::read_dir(&dir)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false);
+                if empty && r.exits == 0 && r.started_ns == 0 {
+                    archive::cp::copy_dir_into(&rootfd, &m.destination, &dir)?;
+                }
             }
         }
         let (uid, gid, extra) = resolve_user(&rootfs, &r.config.user)?;
