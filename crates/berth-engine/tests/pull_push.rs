@@ -40,7 +40,10 @@ impl Registry {
     }
 
     fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.server.as_ref().expect("up").addr().port())
+        format!(
+            "127.0.0.1:{}",
+            self.server.as_ref().expect("up").addr().port()
+        )
     }
 }
 
@@ -55,7 +58,13 @@ impl Drop for Registry {
 fn import_busybox(d: &TestDaemon, name: &str) {
     let tarp = d.dir.path().join("rootfs.tar");
     std::fs::write(&tarp, common::busybox_rootfs_tar()).expect("write tar");
-    d.docker_ok(&["import", "-c", "CMD [\"sh\"]", tarp.to_str().expect("utf8"), name]);
+    d.docker_ok(&[
+        "import",
+        "-c",
+        "CMD [\"sh\"]",
+        tarp.to_str().expect("utf8"),
+        name,
+    ]);
 }
 
 fn out(o: &std::process::Output) -> String {
@@ -87,17 +96,27 @@ fn docker_push_rmi_pull_run() {
         .lines()
         .find(|l| l.starts_with("1: digest: sha256:"))
         .unwrap_or_else(|| panic!("no digest line in {push}"));
-    let digest = line
-        .split_whitespace()
-        .nth(2)
-        .expect("digest")
-        .to_string();
+    let digest = line.split_whitespace().nth(2).expect("digest").to_string();
     assert!(line.contains(" size: "), "{line}");
     // a second push finds every layer on the registry
     let again = d.docker_ok(&["push", &name]);
     assert!(again.contains("Layer already exists"), "{again}");
 
-    d.docker_ok(&["rmi", &name, "berthtest/bb:1"]);
+    // --all-tags: every local tag of the repository
+    let name2 = format!("{}/x:2", reg.host());
+    d.docker_ok(&["tag", "berthtest/bb:1", &name2]);
+    let all = d.docker_ok(&["push", "--all-tags", &format!("{}/x", reg.host())]);
+    assert!(all.contains(&format!("1: digest: {digest}")), "{all}");
+    assert!(all.contains(&format!("2: digest: {digest}")), "{all}");
+    let o = d.docker(&["push", &format!("{}/x:nosuch", reg.host())]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("An image does not exist locally"),
+        "{}",
+        out(&o)
+    );
+
+    d.docker_ok(&["rmi", &name, &name2, "berthtest/bb:1"]);
     let o = d.docker(&["image", "inspect", &name]);
     assert!(!o.status.success(), "image still there");
 
@@ -126,7 +145,10 @@ fn docker_push_rmi_pull_run() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("manifest unknown"), "{err}");
-    assert!(err.contains(&format!("manifest for {missing} not found")), "{err}");
+    assert!(
+        err.contains(&format!("manifest for {missing} not found")),
+        "{err}"
+    );
 
     // pull and push events
     let ev = d.docker_ok(&[

@@ -225,57 +225,85 @@ pub async fn push(
     tag: &str,
     headers: &HeaderMap,
 ) -> Result<Response, EngineError> {
-    let what = if tag.is_empty() {
-        name.to_string()
-    } else {
-        format!("{name}:{tag}")
-    };
-    let reference = parse_ref(&what)?;
-    let local = reference.to_string();
-    // a missing local image is a plain 404, before the stream starts
-    {
-        let imgs = e.images.clone();
-        let l = local.clone();
-        let shown = reference.familiar();
-        super::blocking(move || {
-            imgs.resolve(&l).map(|_| ()).map_err(|_| {
-                EngineError::not_found(format!("An image does not exist locally with the tag: {shown}"))
-            })
-        })
-        .await?;
+    let repo = Reference::parse(name)
+        .map_err(|err| EngineError::invalid(format!("invalid reference format {name:?}: {err}")))?;
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.contains(':') || last.contains('@') {
+        return Err(EngineError::invalid(format!(
+            "push {name}: give the tag in the tag parameter"
+        )));
     }
+    // the references to push: the one tag, or (no tag: Docker's --all-tags) every local tag of
+    // the repository; none is a plain 404, before the stream starts
+    let refs: Vec<Reference> = {
+        let imgs = e.images.clone();
+        let tag = tag.to_string();
+        let repo = repo.clone();
+        super::blocking(move || {
+            let missing = |shown: String| {
+                EngineError::not_found(format!(
+                    "An image does not exist locally with the tag: {shown}"
+                ))
+            };
+            if !tag.is_empty() {
+                let r = parse_ref(&format!("{}:{tag}", repo.name()))?;
+                imgs.resolve(&r.to_string())
+                    .map_err(|_| missing(r.familiar()))?;
+                return Ok(vec![r]);
+            }
+            let mut out: Vec<Reference> = imgs
+                .list()?
+                .into_iter()
+                .flat_map(|s| s.repo_tags)
+                .filter_map(|t| Reference::parse(&t).ok())
+                .filter(|r| r.name() == repo.name() && r.tag().is_some())
+                .collect();
+            out.sort_by_key(|r| r.to_string());
+            out.dedup();
+            if out.is_empty() {
+                return Err(missing(repo.familiar()));
+            }
+            Ok(out)
+        })
+        .await?
+    };
     let auth = header_auth(headers)?;
     let creds = auth
         .and_then(|a| a.credentials())
-        .map(|c| (reference.domain().to_string(), c));
+        .map(|c| (repo.domain().to_string(), c));
     let client = client_for(&e, creds);
     let handle = tokio::runtime::Handle::current();
     let (tx, resp) = stream::json_channel(LineEnd::CrLf);
     let tx = pipe(tx);
     tokio::task::spawn_blocking(move || {
         tx.blocking_json(&json!({
-            "status": format!("The push refers to repository [{}]", reference.name()),
+            "status": format!("The push refers to repository [{}]", repo.name()),
         }));
         let cb = |p: Progress| {
             tx.blocking_json(&p.to_json());
         };
-        match berth_distribution::push(&e.images, &client, &handle, &local, &reference, &cb) {
-            Ok(r) => {
-                let t = reference.tag().unwrap_or("latest").to_string();
-                tx.blocking_json(&json!({
-                    "status": format!("{t}: digest: {} size: {}", r.digest, r.size),
-                }));
-                tx.blocking_json(&json!({
-                    "progressDetail": {},
-                    "aux": {"Tag": t, "Digest": r.digest.to_string(), "Size": r.size},
-                }));
-                let familiar = reference.familiar();
-                e.events
-                    .publish(Event::new("image", "push", &familiar).attr("name", familiar.clone()));
-            }
-            Err(err) => {
-                tracing::info!("push {reference}: {err}");
-                tx.blocking_json(&error_json(&err.to_string()));
+        for reference in refs {
+            let local = reference.to_string();
+            match berth_distribution::push(&e.images, &client, &handle, &local, &reference, &cb) {
+                Ok(r) => {
+                    let t = reference.tag().unwrap_or("latest").to_string();
+                    tx.blocking_json(&json!({
+                        "status": format!("{t}: digest: {} size: {}", r.digest, r.size),
+                    }));
+                    tx.blocking_json(&json!({
+                        "progressDetail": {},
+                        "aux": {"Tag": t, "Digest": r.digest.to_string(), "Size": r.size},
+                    }));
+                    let familiar = reference.familiar();
+                    e.events.publish(
+                        Event::new("image", "push", &familiar).attr("name", familiar.clone()),
+                    );
+                }
+                Err(err) => {
+                    tracing::info!("push {reference}: {err}");
+                    tx.blocking_json(&error_json(&err.to_string()));
+                    return;
+                }
             }
         }
     });
@@ -300,13 +328,18 @@ pub async fn auth(e: AppState, body: &[u8]) -> Result<Response, EngineError> {
     cfg.docker_config = None;
     let client = Client::new(cfg);
     match client.verify_login(&registry, &creds).await {
-        Ok(()) => Ok(Json(json!({"Status": "Login Succeeded", "IdentityToken": ""})).into_response()),
+        Ok(()) => {
+            Ok(Json(json!({"Status": "Login Succeeded", "IdentityToken": ""})).into_response())
+        }
         Err(err) => {
             let kind = match err.kind() {
                 ErrorKind::Unauthorized | ErrorKind::PermissionDenied => ErrorKind::Unauthorized,
                 k => k,
             };
-            Err(EngineError::new(kind, format!("login to {registry}: {err}")))
+            Err(EngineError::new(
+                kind,
+                format!("login to {registry}: {err}"),
+            ))
         }
     }
 }
@@ -337,6 +370,9 @@ mod tests {
         assert_eq!(login_registry("https://index.docker.io/v1/"), "docker.io");
         assert_eq!(login_registry(""), "docker.io");
         assert_eq!(login_registry("127.0.0.1:5000"), "127.0.0.1:5000");
-        assert_eq!(login_registry("http://localhost:5000/v2/"), "localhost:5000");
+        assert_eq!(
+            login_registry("http://localhost:5000/v2/"),
+            "localhost:5000"
+        );
     }
 }
