@@ -1003,4 +1003,19 @@ fn host_config_limits_and_mounts() {
     ]);
     assert!(o.starts_with("root:x:0:0"), "{o}");
     d.docker_ok(&["volume", "rm", "berthtest-etc"]);
+    // --device and --group-add
+    let o = d.docker_ok(&[
+        "run",
+        "--rm",
+        "--device",
+        "/dev/zero:/dev/berthtest-zero",
+        "--group-add",
+        "1234",
+        "busybox",
+        "sh",
+        "-c",
+        "head -c 3 /dev/berthtest-zero | od -An -tx1; id -G",
+    ]);
+    assert!(o.contains("00 00 00"), "{o}");
+    assert!(o.contains("1234"), "{o}");
 }

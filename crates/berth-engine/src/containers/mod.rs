@@ -270,6 +270,47 @@ pub fn shim_binary() -> Option<PathBuf> {
         .or(Some(exe))
 }
 
+/// `--device /dev/x[:/dev/y[:rwm]]`: the host nodes' numbers (directories are not expanded).
+fn host_devices(h: &HostConfig) -> Result<Vec<spec::DeviceNode>, EngineError> {
+    use rustix::fs::FileType;
+    let mut out = Vec::new();
+    for d in &h.devices {
+        let st = rustix::fs::stat(d.path_on_host.as_str()).map_err(|e| {
+            EngineError::invalid(format!(
+                "error gathering device information while adding custom device {:?}: {e}",
+                d.path_on_host
+            ))
+        })?;
+        let kind = match FileType::from_raw_mode(st.st_mode) {
+            FileType::CharacterDevice => 'c',
+            FileType::BlockDevice => 'b',
+            _ => {
+                return Err(EngineError::invalid(format!(
+                    "{:?} is not a device node",
+                    d.path_on_host
+                )))
+            }
+        };
+        out.push(spec::DeviceNode {
+            path: if d.path_in_container.is_empty() {
+                d.path_on_host.clone()
+            } else {
+                d.path_in_container.clone()
+            },
+            kind,
+            major: rustix::fs::major(st.st_rdev) as u64,
+            minor: rustix::fs::minor(st.st_rdev) as u64,
+            mode: st.st_mode & 0o777,
+            access: if d.cgroup_permissions.is_empty() {
+                "rwm".into()
+            } else {
+                d.cgroup_permissions.clone()
+            },
+        });
+    }
+    Ok(out)
+}
+
 /// Docker's container name rule.
 pub fn valid_name(n: &str) -> bool {
     let n = n.strip_prefix('/').unwrap_or(n);
@@ -977,11 +1018,37 @@ impl ContainerManager {
                 }
             }
         }
-        let (uid, gid, extra) = resolve_user(&rootfs, &r.config.user)?;
+        let (uid, gid, mut extra) = resolve_user(&rootfs, &r.config.user)?;
+        for g in &r.host_config.group_add {
+            let n = match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => {
+                    let groups = read_in_root(&rootfs, "/etc/group").unwrap_or_default();
+                    String::from_utf8_lossy(&groups)
+                        .lines()
+                        .find_map(|l| {
+                            let f: Vec<&str> = l.split(':').collect();
+                            (f.len() >= 3 && f[0] == g)
+                                .then(|| f[2].parse().ok())
+                                .flatten()
+                        })
+                        .ok_or_else(|| {
+                            EngineError::invalid(format!(
+                                "unable to find group {g}: no matching entries in group file"
+                            ))
+                        })?
+                }
+            };
+            if !extra.contains(&n) {
+                extra.push(n);
+            }
+        }
         let caps = spec::capabilities(&r.host_config);
         let default_seccomp =
             serde_json::to_value(berth_runtime::seccomp::docker_default_profile(&caps)).ok();
+        let devices = host_devices(&r.host_config)?;
         let s = spec::build_spec(&spec::SpecInput {
+            devices: &devices,
             id: &r.id,
             config: &r.config,
             host: &r.host_config,
@@ -2268,6 +2335,7 @@ impl ContainerManager {
                 additional_gids: Vec::new(),
                 hostname: "",
                 default_seccomp: None,
+                devices: &[],
             })?;
             let mut res = s["linux"]["resources"].clone();
             if let Some(o) = res.as_object_mut() {

@@ -278,6 +278,21 @@ pub fn numeric_user(u: &str) -> Option<(u32, u32)> {
     Some((uid, gid))
 }
 
+/// A host device given to the container (`--device`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceNode {
+    /// Path inside the container.
+    pub path: String,
+    /// `c` or `b`.
+    pub kind: char,
+    pub major: u64,
+    pub minor: u64,
+    /// Permission bits of the node.
+    pub mode: u32,
+    /// Cgroup access (`rwm`).
+    pub access: String,
+}
+
 /// Everything [`build_spec`] needs besides the configs.
 #[derive(Debug, Clone)]
 pub struct SpecInput<'a> {
@@ -299,6 +314,8 @@ pub struct SpecInput<'a> {
     /// Docker's default seccomp profile for the final capabilities (computed by the caller so
     /// this stays pure).
     pub default_seccomp: Option<Value>,
+    /// Host devices (`--device`), resolved.
+    pub devices: &'a [DeviceNode],
 }
 
 /// The OCI runtime spec (config.json) of a container.
@@ -413,6 +430,13 @@ pub fn build_spec(i: &SpecInput<'_>) -> Result<Value, EngineError> {
     } else {
         resources["devices"] = json!([{"allow": false, "access": "rwm"}]);
     }
+    if !i.devices.is_empty() {
+        if let Some(list) = resources["devices"].as_array_mut() {
+            for d in i.devices {
+                list.push(json!({"allow": true, "type": d.kind.to_string(), "major": d.major, "minor": d.minor, "access": d.access}));
+            }
+        }
+    }
     let mut memory = json!({});
     if h.memory > 0 {
         memory["limit"] = json!(h.memory);
@@ -493,6 +517,14 @@ pub fn build_spec(i: &SpecInput<'_>) -> Result<Value, EngineError> {
                     .map_err(|e| EngineError::internal(format!("seccomp profile: {e}")))?;
             }
         }
+    }
+    if !i.devices.is_empty() {
+        linux["devices"] = Value::Array(
+            i.devices
+                .iter()
+                .map(|d| json!({"path": d.path, "type": d.kind.to_string(), "major": d.major, "minor": d.minor, "fileMode": d.mode, "uid": 0, "gid": 0}))
+                .collect(),
+        );
     }
     if !h.sysctls.is_empty() {
         linux["sysctl"] = json!(h.sysctls);
@@ -606,6 +638,14 @@ mod tests {
             additional_gids: vec![],
             hostname: "abc",
             default_seccomp: Some(json!({"defaultAction": "SCMP_ACT_ERRNO"})),
+            devices: &[DeviceNode {
+                path: "/dev/xnull".into(),
+                kind: 'c',
+                major: 1,
+                minor: 3,
+                mode: 0o666,
+                access: "rwm".into(),
+            }],
         })
         .unwrap();
         assert_eq!(s["process"]["args"], json!(["echo"]));
@@ -630,6 +670,8 @@ mod tests {
             .iter()
             .any(|m| m["destination"] == "/t" && m["type"] == "tmpfs"));
         assert!(ms.iter().any(|m| m["destination"] == "/etc/hostname"));
+        assert_eq!(s["linux"]["devices"][0]["path"], "/dev/xnull");
+        assert_eq!(s["linux"]["resources"]["devices"][1]["major"], 1);
         let ns = s["linux"]["namespaces"].as_array().unwrap();
         assert!(ns.iter().any(|n| n["type"] == "network"));
         // the spec parses as an OCI spec
