@@ -122,6 +122,7 @@ fn docker_push_rmi_pull_run() {
 
     let pull = d.docker_ok(&["pull", &name]);
     assert!(pull.contains("1: Pulling from x"), "{pull}");
+    assert!(pull.contains(": Pull complete"), "{pull}");
     assert!(pull.contains(&format!("Digest: {digest}")), "{pull}");
     assert!(
         pull.contains(&format!("Status: Downloaded newer image for {name}")),

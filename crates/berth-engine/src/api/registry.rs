@@ -1,7 +1,7 @@
 //! Registry routes through `berth-distribution`: `POST /images/create?fromImage=` (pull),
 //! `POST /images/{name}/push`, `POST /auth`. Pull and push stream Docker's JSON progress; the
-//! client's `X-Registry-Auth` header (base64url JSON) supplies credentials, else the daemon's
-//! own `~/.docker/config.json`. `berth_distribution::pull`/`push` block: they run on
+//! client's `X-Registry-Auth` header (base64url JSON) supplies credentials (as dockerd, no
+//! config.json is read on the daemon's side). `berth_distribution::pull`/`push` block: they run on
 //! `spawn_blocking` threads driving the client on the runtime handle.
 
 use std::collections::HashMap;
@@ -83,9 +83,12 @@ fn client_for(e: &AppState, creds: Option<(String, Credentials)>) -> Client {
     if let Some((reg, c)) = creds {
         credentials.insert(reg, c);
     }
+    // As dockerd: credentials come only from the client (X-Registry-Auth), never from a
+    // config.json on the daemon's side.
     Client::new(ClientConfig {
         insecure: e.config.insecure_registries.clone(),
         credentials,
+        docker_config: None,
         ..ClientConfig::default()
     })
 }
