@@ -194,6 +194,11 @@ fn docker_login_and_authenticated_push_pull() {
     let o = d.docker(&["push", &name]);
     assert!(!o.status.success(), "{}", out(&o));
 
+    let o = d.docker(&["pull", &format!("{host}/private/y:1")]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("pull access denied for"), "{err}");
+
     // a wrong password: POST /auth answers 401
     let o = d.docker(&["login", "-u", "alice", "-p", "wrong", &host]);
     assert!(!o.status.success(), "{}", out(&o));

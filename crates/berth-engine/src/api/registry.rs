@@ -211,13 +211,20 @@ pub async fn pull(
 
 /// Docker's wording for the common pull failures.
 fn pull_message(r: &Reference, err: &berth_distribution::Error) -> String {
+    let msg = err.to_string();
     match err.kind() {
-        ErrorKind::NotFound => format!("manifest for {} not found: manifest unknown: {err}", r.familiar()),
-        ErrorKind::Unauthorized | ErrorKind::PermissionDenied => format!(
-            "pull access denied for {}, repository does not exist or may require 'docker login': {err}",
-            r.familiar_name()
-        ),
-        _ => err.to_string(),
+        ErrorKind::NotFound if msg.contains("manifest") => {
+            let name = r.familiar();
+            format!("manifest for {name} not found: manifest unknown: {msg}")
+        }
+        ErrorKind::Unauthorized | ErrorKind::PermissionDenied => {
+            let name = r.familiar_name();
+            format!(
+                "pull access denied for {name}, repository does not exist or may require \
+                 'docker login': {msg}"
+            )
+        }
+        _ => msg,
     }
 }
 
