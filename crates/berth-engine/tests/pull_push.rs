@@ -230,3 +230,20 @@ fn docker_login_and_authenticated_push_pull() {
     assert!(pull.contains("Downloaded newer image"), "{pull}");
     d.docker_ok(&["image", "inspect", &name]);
 }
+
+#[test]
+fn insecure_registries_in_daemon_json() {
+    let fc = berth_engine::config::FileConfig::parse(
+        r#"{"insecure-registries":["reg.example:5000","10.0.0.1:80"]}"#,
+    )
+    .expect("parse");
+    assert_eq!(
+        fc.insecure_registries,
+        Some(vec![
+            "reg.example:5000".to_string(),
+            "10.0.0.1:80".to_string()
+        ])
+    );
+    let c = berth_engine::config::Config::with_roots("/d", "/e");
+    assert!(c.insecure_registries.is_empty());
+}
