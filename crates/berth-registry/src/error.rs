@@ -192,7 +192,10 @@ impl ApiError {
     pub fn internal(message: impl std::fmt::Display) -> Self {
         let id = crate::auth::random_hex(6);
         tracing::error!(error = %message, error_id = %id, "registry internal error");
-        ApiError::new(Code::Unknown, format!("internal error {id} (see the registry log)"))
+        ApiError::new(
+            Code::Unknown,
+            format!("internal error {id} (see the registry log)"),
+        )
     }
 
     /// The JSON body per the spec's error format.

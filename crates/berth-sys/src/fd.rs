@@ -21,7 +21,11 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     }
     let mut fds = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd")? {
-        if let Some(fd) = entry?.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+        if let Some(fd) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        {
             if fd >= first as i32 {
                 fds.push(fd);
             }

@@ -8,7 +8,7 @@ pub mod mount;
 
 pub mod seccomp;
 
+pub mod bpf;
 pub mod fd;
 pub mod ns;
 pub mod process;
-pub mod bpf;

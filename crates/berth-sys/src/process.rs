@@ -224,7 +224,9 @@ pub fn read_signalfd(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<i32>>
         };
         if n == buf.len() as isize {
             // ssi_signo is the first field (u32, native endian)
-            return Ok(Some(u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as i32));
+            return Ok(Some(
+                u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as i32
+            ));
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {

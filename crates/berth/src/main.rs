@@ -3,8 +3,8 @@
 
 mod cli;
 mod daemon_cmd;
-mod image_cmd;
 mod distribution_cmd;
+mod image_cmd;
 mod registry_cmd;
 mod runtime_cmd;
 mod shim_cmd;
