@@ -971,6 +971,13 @@ impl ContainerManager {
     fn prepare_bundle(&self, r: &Record) -> Result<(), EngineError> {
         let dir = self.container_dir(&r.id);
         let rootfs = self.mount_rootfs(r)?;
+        // Docker creates a missing working directory (`-w`, WORKDIR) before the process starts.
+        let wd = r.config.working_dir.trim();
+        if !wd.is_empty() && wd != "/" {
+            mkdir_all_in_root(&rootfs, wd).map_err(|e| {
+                EngineError::io(format!("create working directory {wd} in the container"), e)
+            })?;
+        }
         let w = |name: &str, data: &str| {
             let p = dir.join(name);
             std::fs::write(&p, data)
@@ -2117,6 +2124,40 @@ fn resolv_conf(h: &HostConfig, host_net: bool) -> String {
     out
 }
 
+/// `mkdir -p` of `path` inside the container's rootfs: every component is resolved inside the
+/// root with `openat2(RESOLVE_IN_ROOT)` and a missing one is created with `mkdirat` relative to
+/// its already-resolved parent, so symlinks in the image cannot redirect it to the host.
+pub fn mkdir_all_in_root(root: &Path, path: &str) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let mut parent = rustix::fs::openat2(&dir, ".", flags, Mode::empty(), how)?;
+    for (i, comp) in comps.iter().enumerate() {
+        let prefix = comps[..=i].join("/");
+        match rustix::fs::openat2(&dir, prefix.as_str(), flags, Mode::empty(), how) {
+            Ok(fd) => parent = fd,
+            Err(rustix::io::Errno::NOENT) if *comp != ".." => {
+                match rustix::fs::mkdirat(&parent, *comp, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                parent = rustix::fs::openat2(&dir, prefix.as_str(), flags, Mode::empty(), how)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Read a file of the container's rootfs, resolved inside the root (symlinks cannot escape).
 pub fn read_in_root(root: &Path, path: &str) -> std::io::Result<Vec<u8>> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -2423,5 +2464,45 @@ mod tests {
         std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", d.path().join("etc/passwd")).unwrap();
         assert!(resolve_user(d.path(), "daemon").is_err());
+    }
+}
+
+#[cfg(test)]
+mod mkdir_in_root_tests {
+    use super::mkdir_all_in_root;
+
+    #[test]
+    fn creates_missing_dirs_and_stays_inside_the_root() {
+        let host = tempfile::Builder::new()
+            .prefix("berthtest-mkdir")
+            .tempdir()
+            .unwrap();
+        let root = host.path().join("root");
+        let outside = host.path().join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        // an absolute symlink and a ..-symlink pointing at the host's "outside" dir
+        std::os::unix::fs::symlink(&outside, root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../outside", root.join("rel")).unwrap();
+
+        mkdir_all_in_root(&root, "/work/dir").unwrap();
+        assert!(root.join("work/dir").is_dir());
+        mkdir_all_in_root(&root, "/work/dir").unwrap(); // idempotent
+
+        // symlinks resolve inside the root: pointing at the host's dir they dangle there, and
+        // the mkdir fails instead of writing outside
+        assert!(mkdir_all_in_root(&root, "/abs/x").is_err());
+        assert!(mkdir_all_in_root(&root, "/rel/y").is_err());
+        mkdir_all_in_root(&root, "/../../z").unwrap();
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "escaped the root");
+        assert!(!host.path().join("z").exists());
+        assert!(root.join("z").is_dir());
+        // a symlink to a directory inside the root is followed there
+        std::os::unix::fs::symlink("/work", root.join("inroot")).unwrap();
+        mkdir_all_in_root(&root, "/inroot/q").unwrap();
+        assert!(root.join("work/q").is_dir());
+
+        std::fs::write(root.join("file"), b"").unwrap();
+        assert!(mkdir_all_in_root(&root, "/file/sub").is_err());
     }
 }
