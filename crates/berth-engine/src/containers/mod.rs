@@ -2494,7 +2494,11 @@ mod mkdir_in_root_tests {
         assert!(mkdir_all_in_root(&root, "/abs/x").is_err());
         assert!(mkdir_all_in_root(&root, "/rel/y").is_err());
         mkdir_all_in_root(&root, "/../../z").unwrap();
-        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "escaped the root");
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "escaped the root"
+        );
         assert!(!host.path().join("z").exists());
         assert!(root.join("z").is_dir());
         // a symlink to a directory inside the root is followed there
