@@ -97,22 +97,7 @@ impl OciRunner {
 }
 
 /// The capabilities Docker grants a container (and a RUN step) by default.
-pub const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+pub use berth_runtime::features::DOCKER_DEFAULT_CAPS as DEFAULT_CAPS;
 
 /// The config.json of a RUN step (rootfs at `rootfs` in the bundle, mounted by the caller).
 pub fn step_spec(req: &RunRequest) -> Value {

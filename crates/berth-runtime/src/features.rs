@@ -117,6 +117,24 @@ const SECCOMP_FLAGS: &[&str] = &[
     "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
 ];
 
+/// The capabilities Docker grants a container (and a build step) by default.
+pub const DOCKER_DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
 /// Every capability name the caps crate knows, sorted (`CAP_...`).
 pub fn capability_names() -> Vec<String> {
     let mut v: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();

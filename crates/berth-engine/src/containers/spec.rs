@@ -10,22 +10,7 @@ use super::types::{ContainerConfig, HostConfig, MountPoint};
 use crate::EngineError;
 
 /// Docker's default capabilities.
-pub const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+pub use berth_runtime::features::DOCKER_DEFAULT_CAPS as DEFAULT_CAPS;
 
 /// Every capability the kernel knows (for `--privileged` and `--cap-add ALL`).
 pub const ALL_CAPS: &[&str] = &[
